@@ -1,0 +1,197 @@
+"""The constitution: what the judge is asked about a text.
+
+A YAML file of principles, each a yes/no question with a weight, the answer a good text
+earns (`expect`), an optional negated question for debiased scoring, and optional
+few-shot examples. Validated with pydantic; every error names the file, the field and
+what to write instead. See examples/*.yaml and the README's config reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tether.errors import TetherError
+from tether.texts import read_utf8
+
+DEFAULT_TEMPLATE = "Text: {text}\nQuestion: {question}\nAnswer:"
+Answer = Literal["yes", "no"]
+
+
+def _yes_no(value):
+    """YAML 1.1 reads a bare `yes`/`no` as a boolean; accept both spellings."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class Example(BaseModel):
+    """A few-shot example shown to the judge before the text it scores."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, description="an example text")
+    answer: Answer = Field(description="the right answer to the principle's question: yes or no")
+
+    _answer = field_validator("answer", mode="before")(_yes_no)
+
+
+class Principle(BaseModel):
+    """One yes/no question about a text."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="a short id used as a column name, e.g. cheerful")
+    question: str = Field(min_length=1, description="the yes/no question, e.g. 'Is the text cheerful?'")
+    negation: str | None = Field(
+        None,
+        description="the question negated, for debiased scoring; derived from `question` when left out",
+    )
+    weight: float = Field(1.0, gt=0, description="the principle's weight in the total (a number above 0)")
+    expect: Answer = Field("yes", description="the answer a good text earns: yes, or no for 'Is the text rude?'")
+    debias: bool | None = Field(None, description="score against the negation too; overrides the constitution's `debias`")
+    examples: list[Example] = Field(default_factory=list, description="few-shot examples shown before each text")
+
+    _expect = field_validator("expect", mode="before")(_yes_no)
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.expect == "yes" else -1.0
+
+    def negated_question(self) -> str:
+        negation = self.negation or derive_negation(self.question)
+        if negation is None:
+            raise TetherError(
+                f"principle '{self.name}': cannot derive a negation of {self.question!r} for debiased scoring; "
+                f"write `negation:` for it (e.g. 'Is the text not cheerful?')"
+            )
+        return negation
+
+
+class Constitution(BaseModel):
+    """A set of principles and how to ask the judge about them."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("constitution", description="a name for reports")
+    description: str = Field("", description="what this constitution is for, in a sentence")
+    preamble: str = Field("", description="text the judge reads first, before the few-shot examples")
+    template: str = Field(
+        DEFAULT_TEMPLATE,
+        description="how a text and a question are shown; must contain {text} and {question}; the answer follows it",
+    )
+    combine: Literal["mean", "softmin"] = Field(
+        "mean",
+        description="how principles make the total: weighted mean of scores, or weighted soft-minimum "
+        "(the worst-satisfied principle dominates)",
+    )
+    softmin_temperature: float = Field(
+        1.0, gt=0, description="soft-minimum temperature in log-odds units: small is a hard min, large a mean"
+    )
+    debias: bool = Field(False, description="score every principle as (question - negation) / 2, cancelling a yes-bias")
+    principles: list[Principle] = Field(min_length=1, description="the yes/no questions")
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_slots(cls, template: str) -> str:
+        for slot in ("{text}", "{question}"):
+            if template.count(slot) != 1:
+                raise ValueError(f"must contain {slot} exactly once, e.g. {DEFAULT_TEMPLATE!r}")
+        return template
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [p.name for p in self.principles]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"principle names must be unique; rename {', '.join(duplicates)}")
+        return self
+
+    def debiased(self, principle: Principle) -> bool:
+        return self.debias if principle.debias is None else principle.debias
+
+    def fingerprint(self) -> str:
+        """A sha256 of the content, to tell which constitution produced a file."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+_AUXILIARY = r"(?:is|are|was|were|does|do|did|has|have|had|can|could|will|would|should|may|might|must)"
+_SUBJECT = r"(?:it|(?:the|this|that|a|an|its|their|his|her)\s+\S+)"
+_NEGATABLE = re.compile(rf"^({_AUXILIARY})\s+({_SUBJECT})\s+(?!not\b)(.+)$", re.IGNORECASE)
+
+
+def derive_negation(question: str) -> str | None:
+    """'Is the text cheerful?' -> 'Is the text not cheerful?'; None when the form is unknown."""
+    match = _NEGATABLE.match(question.strip())
+    if not match:
+        return None
+    auxiliary, subject, rest = match.groups()
+    return f"{auxiliary} {subject} not {rest}"
+
+
+def load_constitution(path: str | Path) -> Constitution:
+    """Read and validate a constitution YAML file; errors name the file and the field."""
+    path = Path(path)
+    text = read_utf8(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TetherError(f"{path}: {where}malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise TetherError(f"{path}: expected a mapping with a `principles:` list at the top level")
+    data.setdefault("name", path.stem)
+    try:
+        return Constitution.model_validate(data)
+    except ValidationError as e:
+        raise TetherError(f"{path}: {_explain(e, data)}") from None
+
+
+def _explain(error: ValidationError, data: dict) -> str:
+    """The first validation error as 'field: problem (got X); what to write', plus a count of others."""
+    first = error.errors()[0]
+    loc, kind = first["loc"], first["type"]
+    where = _field_path(loc, data)
+    more = f" [and {error.error_count() - 1} more problem(s)]" if error.error_count() > 1 else ""
+    if kind == "missing":
+        return f"{where}: missing; add `{loc[-1]}:` ({_field_help(loc)}){more}"
+    if kind == "extra_forbidden":
+        valid = ", ".join(_model_at(loc).model_fields)
+        return f"{where}: unknown field; remove it or fix its spelling (valid fields: {valid}){more}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message} (got {first.get('input')!r}); expected {_field_help(loc)}{more}"
+
+
+def _field_path(loc: tuple, data: dict) -> str:
+    parts, node = [], data
+    for key in loc:
+        if isinstance(key, int):
+            name = node[key].get("name") if isinstance(node, list) and isinstance(node[key], dict) else None
+            parts[-1] += f"[{key}]" + (f" ({name})" if name else "")
+        else:
+            parts.append(str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return ".".join(parts) or "(top level)"
+
+
+def _model_at(loc: tuple) -> type[BaseModel]:
+    model = Constitution
+    for key in loc[:-1]:
+        if key == "principles":
+            model = Principle
+        elif key == "examples":
+            model = Example
+    return model
+
+
+def _field_help(loc: tuple) -> str:
+    field = _model_at(loc).model_fields.get(str(loc[-1]))
+    return field.description if field and field.description else "a valid value"

