@@ -55,7 +55,7 @@ def build_tiny_gemma(vocab_size: int, sliding_window: int = 4) -> Gemma3ForCausa
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=sliding_window,
         layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
-        max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=1,
     )
     return Gemma3ForCausalLM(config).eval()
 

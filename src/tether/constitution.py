@@ -164,6 +164,8 @@ def _explain(error: ValidationError, data: dict) -> str:
         valid = ", ".join(_model_at(loc).model_fields)
         return f"{where}: unknown field; remove it or fix its spelling (valid fields: {valid}){more}"
     message = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across fields, such as unique principle names
+        return f"{message}{more}"
     return f"{where}: {message} (got {first.get('input')!r}); expected {_field_help(loc)}{more}"
 
 

@@ -41,6 +41,7 @@ def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     source = str(embedded_gemma_dir()) if name == EMBEDDED_LM else name
     if name.startswith("embedded:") and name != EMBEDDED_LM:
         raise TetherError(f"unknown embedded model '{name}'; the embedded causal LM is '{EMBEDDED_LM}'")
@@ -71,6 +72,14 @@ def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = Fa
         source = name
     kwargs = dict(device="cpu", trust_remote_code=trust_remote_code)
     return _offline_first(SentenceTransformer, source, name, kwargs)
+
+
+def _quiet_transformers() -> None:
+    """transformers' own tqdm bars and advisories would interleave with tether's progress."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
 
 
 def _offline_first(loader, source: str, name: str, kwargs: dict):
@@ -124,6 +133,7 @@ def _build_gemma_cache(target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     with progress.status("Verifying the embedded Gemma 3 270M GGUF (sha256)"):
         try:
             gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME)

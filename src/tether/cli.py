@@ -1,0 +1,128 @@
+"""The `tether` command: parses arguments and calls the library; no logic lives here.
+
+    tether score examples/cheerful.yaml examples/texts.jsonl --out scores.jsonl
+    tether audit examples/cheerful.yaml examples/texts.jsonl --out audit.json
+
+Errors the user can fix print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from tether import atomic, progress
+from tether.errors import TetherError
+from tether.models import EMBEDDED_LM
+
+app = typer.Typer(
+    help="Tune language models against a written constitution with AI feedback, and catch the reward hacking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConstitutionArg = Annotated[Path, typer.Argument(help="constitution YAML file (see examples/)")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="judge: a hub id, a local folder, or the embedded default")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="texts per forward pass")]
+LongTextOpt = Annotated[
+    str, typer.Option(help="a text longer than the judge's context: truncate_left (keep its end), truncate_right, or error")
+]
+MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: the context)")]
+RemoteOpt = Annotated[bool, typer.Option(help="allow the model's own Python code from the hub (off: safer)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+@app.command()
+def score(
+    constitution: ConstitutionArg,
+    texts: Annotated[str, typer.Argument(help="texts: .jsonl (`text`, or `prompt`+`completion`), .txt (one per line), or - for stdin")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write per-text scores: .jsonl or .csv")] = Path("scores.jsonl"),
+    model: ModelOpt = EMBEDDED_LM,
+    debias: Annotated[Optional[bool], typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
+    combine: Annotated[Optional[str], typer.Option(help="combine principles: mean or softmin (default: as the constitution says)")] = None,
+    batch_size: BatchOpt = 8,
+    long_text: LongTextOpt = "truncate_left",
+    max_text_tokens: MaxTokensOpt = None,
+    trust_remote_code: RemoteOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Score texts against a constitution: per-principle log-odds and P(yes), and a summary table."""
+    from tether.constitution import load_constitution
+    from tether.display import score_table, stdout
+    from tether.evaluator import Evaluator
+    from tether.texts import read_texts
+
+    progress.set_enabled(not quiet)
+    if combine is not None and combine not in ("mean", "softmin"):
+        raise TetherError(f"--combine {combine!r}: write mean or softmin")
+    rubric = load_constitution(constitution)
+    records = read_texts(texts)
+    evaluator = Evaluator(model, rubric, debias=debias, combine=combine, batch_size=batch_size,
+                          long_text=long_text, max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code)
+    result = evaluator.score([r.text for r in records], show_progress=not quiet)
+    rows = [{**{k: v for k, v in r.meta.items() if k != "text"}, **row} for r, row in zip(records, result.records())]
+    atomic.write_records(out, rows)
+    stdout.print(score_table(result, [r.meta.get("label") for r in records]))
+    truncated = int((result.truncated_tokens > 0).sum())
+    if truncated:
+        progress.console.print(f"[yellow]warning:[/] {truncated} text(s) were truncated to fit the judge ({long_text}); see `truncated_tokens`")
+    stdout.print(f"wrote {len(rows)} rows to {out}")
+
+
+@app.command()
+def audit(
+    constitution: ConstitutionArg,
+    texts: Annotated[Optional[str], typer.Argument(help="texts to perturb (default: the constitution's few-shot examples)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the machine-readable report (JSON)")] = Path("audit.json"),
+    model: ModelOpt = EMBEDDED_LM,
+    threshold: Annotated[float, typer.Option(help="a mean score gain (log-odds) at or above this is exploitable")] = 0.2,
+    min_share: Annotated[float, typer.Option(min=0, max=1, help="...and only if the score rose for at least this share of texts")] = 0.6,
+    batch_size: BatchOpt = 8,
+    long_text: LongTextOpt = "truncate_left",
+    max_text_tokens: MaxTokensOpt = None,
+    trust_remote_code: RemoteOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Measure how much each principle pays for yes-injection and other judge tricks, plain and debiased."""
+    from tether.audit import run_audit
+    from tether.constitution import load_constitution
+    from tether.display import audit_tables, stdout
+    from tether.evaluator import Evaluator
+    from tether.texts import read_texts
+
+    progress.set_enabled(not quiet)
+    rubric = load_constitution(constitution)
+    if texts is None:
+        sample = list(dict.fromkeys(e.text for p in rubric.principles for e in p.examples))
+        if not sample:
+            raise TetherError(f"{constitution}: no few-shot examples to audit with; give a TEXTS file")
+    else:
+        sample = [r.text for r in read_texts(texts)]
+    evaluator = Evaluator(model, rubric, with_negations=True, batch_size=batch_size, long_text=long_text,
+                          max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code)
+    report = run_audit(evaluator, sample, threshold=threshold, min_share=min_share, show_progress=not quiet)
+    atomic.write_json(out, report.to_json())
+    for table in audit_tables(report):
+        stdout.print(table)
+    stdout.print(f"wrote {out}")
+    stdout.print(f"[bold]verdict:[/] {report.verdict()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a `TetherError` becomes one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="tether")
+    except TetherError as e:
+        progress.console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        progress.console.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
