@@ -1,0 +1,62 @@
+"""Model loading: the embedded cache's integrity check, and clear errors for unknown models."""
+
+import json
+
+import pytest
+
+from tether.errors import TetherError
+from tether.models import MANIFEST, _cache_is_intact, load_causal_lm, load_embedder
+
+
+def fake_cache(folder):
+    header = json.dumps({"__metadata__": {}}).encode()
+    weights = len(header).to_bytes(8, "little") + header
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "config.json").write_text("{}")
+    files = {p.name: p.stat().st_size for p in folder.iterdir()}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}))
+    return folder
+
+
+def test_intact_cache_is_accepted(tmp_path):
+    assert _cache_is_intact(fake_cache(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_manifest", "bad_header", "missing_file"])
+def test_damaged_cache_is_rebuilt(tmp_path, damage):
+    folder = fake_cache(tmp_path / "c")
+    weights = folder / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:-3])
+    elif damage == "no_manifest":
+        (folder / MANIFEST).unlink()
+    elif damage == "bad_header":
+        data = bytearray(weights.read_bytes())
+        data[9] = ord("!")
+        weights.write_bytes(bytes(data))
+    else:
+        (folder / "config.json").unlink()
+    assert not _cache_is_intact(folder)
+
+
+def test_unknown_names_are_clear_errors(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TetherError, match="model 'nobody/nothing' not found: .*HF_HUB_OFFLINE is set"):
+        load_causal_lm("nobody/nothing")
+    with pytest.raises(TetherError, match="unknown embedded model 'embedded:gpt-5'"):
+        load_causal_lm("embedded:gpt-5")
+
+
+def test_local_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(TetherError, match="cannot load the local folder"):
+        load_causal_lm(str(tmp_path))
+
+
+def test_embedded_embedder_loads_offline_and_embeds():
+    embedder = load_embedder()
+    vectors = embedder.encode(["a happy day at the beach", "a joyful afternoon by the sea", "tax law"])
+    assert vectors.shape == (3, 384)
+    near = float(vectors[0] @ vectors[1]) / float((vectors[0] ** 2).sum() ** 0.5 * (vectors[1] ** 2).sum() ** 0.5)
+    far = float(vectors[0] @ vectors[2]) / float((vectors[0] ** 2).sum() ** 0.5 * (vectors[2] ** 2).sum() ** 0.5)
+    assert near > far
