@@ -1,0 +1,17 @@
+"""The README stays true: its config reference and its test command match the code and CI."""
+
+from pathlib import Path
+
+from tether.constitution import reference_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_has_the_current_constitution_reference():
+    assert reference_markdown() in (ROOT / "README.md").read_text()
+
+
+def test_ci_runs_the_readme_test_command():
+    command = 'pip install torch==2.13.0 -e ".[test]" && python -m pytest'
+    assert command in (ROOT / "README.md").read_text()
+    assert command in (ROOT / ".ci" / "run").read_text()
