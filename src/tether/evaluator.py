@@ -31,7 +31,7 @@ from tether import progress
 from tether.combine import COMBINERS
 from tether.constitution import Constitution, load_constitution
 from tether.errors import TetherError
-from tether.models import EMBEDDED_LM, load_causal_lm
+from tether.models import load_causal_lm
 from tether.prompts import Probe, build_probes, text_lead
 from tether.tokens import SafeTokenizer, word_variant_ids
 
@@ -113,8 +113,8 @@ class Evaluator:
 
     def __init__(
         self,
-        model=EMBEDDED_LM,
-        constitution: Constitution | str | Path = "examples/cheerful.yaml",
+        model,
+        constitution: Constitution | str | Path,
         *,
         tokenizer=None,
         debias: bool | None = None,
