@@ -1,0 +1,51 @@
+"""Rewards: the constitution's verdict as a TRL reward function.
+
+TRL calls a reward function as `fn(prompts=..., completions=..., **dataset_columns)` and
+logs it under `rewards/{fn.__name__}/mean`. `ConstitutionReward` is such a callable, so
+it drops into any user's own script:
+
+    from trl import GRPOTrainer
+    reward = ConstitutionReward(Evaluator("embedded:gemma-3-270m", "examples/cheerful.yaml"))
+    GRPOTrainer(model=..., reward_funcs=[reward], ...)
+
+It only turns verdicts into floats; judging is the evaluator's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tether.evaluator import Evaluator, ScoreResult
+
+
+def _plain_text(item) -> str:
+    """TRL passes strings, or for chat datasets a list of {role, content} messages."""
+    if isinstance(item, str):
+        return item
+    return "".join(message["content"] for message in item)
+
+
+class ConstitutionReward:
+    """Reward = the constitution's combined score (signed log-odds) of each completion.
+
+    Args:
+        evaluator: the judge and constitution.
+        include_prompt: judge prompt + completion (a story judged whole), or the completion
+            alone (a reply judged without its question).
+        name: the metric name; TRL logs `rewards/{name}/mean`.
+    """
+
+    def __init__(self, evaluator: Evaluator, include_prompt: bool = True, name: str = "constitution"):
+        self.evaluator = evaluator
+        self.include_prompt = include_prompt
+        self.__name__ = name
+        self.last_result: ScoreResult | None = None  # the latest batch's full verdicts, for monitors
+
+    def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+        completions = [_plain_text(c) for c in completions]
+        if self.include_prompt:
+            texts = [_plain_text(p) + c for p, c in zip(prompts, completions)]
+        else:
+            texts = completions
+        self.last_result = self.evaluator.score(texts)
+        return [float(x) for x in self.last_result.total()]
