@@ -112,6 +112,32 @@ def audit(
     stdout.print(f"[bold]verdict:[/] {report.verdict()}")
 
 
+@app.command()
+def tune(
+    config: Annotated[Optional[Path], typer.Argument(help="tune config YAML (see examples/tune_cheerful.yaml)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set steps=5 (repeatable)")] = [],
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
+    quiet: QuietOpt = False,
+):
+    """Tune a policy against a constitution with TRL (GRPO or RLOO) and LoRA, logging a run directory."""
+    from tether.tune import resume_config, run_tune
+    from tether.tune_config import load_tune_config
+
+    progress.set_enabled(not quiet)
+    if (config is None) == (resume is None):
+        raise TetherError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
+    settings = resume_config(resume) if resume else load_tune_config(config, set_)
+    run = run_tune(settings, resume=resume is not None, force=force)
+    stdout_print(f"run finished: {run.path}")
+
+
+def stdout_print(message: str) -> None:
+    from tether.display import stdout
+
+    stdout.print(message)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a `TetherError` becomes one line on stderr and exit code 2."""
     try:

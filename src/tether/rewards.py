@@ -39,13 +39,17 @@ class ConstitutionReward:
         self.evaluator = evaluator
         self.include_prompt = include_prompt
         self.__name__ = name
-        self.last_result: ScoreResult | None = None  # the latest batch's full verdicts, for monitors
+        # The latest batch, kept for the monitor callback (it runs after the step).
+        self.last_prompts: list[str] = []
+        self.last_completions: list[str] = []
+        self.last_result: ScoreResult | None = None
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
-        completions = [_plain_text(c) for c in completions]
+        self.last_prompts = [_plain_text(p) for p in prompts]
+        self.last_completions = [_plain_text(c) for c in completions]
         if self.include_prompt:
-            texts = [_plain_text(p) + c for p, c in zip(prompts, completions)]
+            texts = [p + c for p, c in zip(self.last_prompts, self.last_completions)]
         else:
-            texts = completions
+            texts = self.last_completions
         self.last_result = self.evaluator.score(texts)
         return [float(x) for x in self.last_result.total()]

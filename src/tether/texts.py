@@ -94,3 +94,26 @@ def _text_of(obj: dict, where: str, n: int) -> str:
     if not text.strip():
         raise TetherError(f"{where}: line {n}: the text is empty; remove the line or write a text")
     return text
+
+
+def read_prompts(source: str | Path) -> list[str]:
+    """Prompts from .txt (one per non-empty line) or .jsonl (field `prompt`, or `text`)."""
+    path = Path(source)
+    if path.suffix.lower() == ".jsonl":
+        prompts = []
+        for n, line in enumerate(read_utf8(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TetherError(f"{path}: line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
+            prompt = obj.get("prompt", obj.get("text")) if isinstance(obj, dict) else None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise TetherError(f"{path}: line {n}: expected an object with a non-empty string `prompt`")
+            prompts.append(prompt)
+    else:
+        prompts = [r.text for r in read_texts(path)]
+    if not prompts:
+        raise TetherError(f"{path}: no prompts found")
+    return prompts

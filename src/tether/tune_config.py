@@ -1,0 +1,90 @@
+"""The `tether tune` config: every field documented, validated, saved resolved in the run.
+
+Write it as YAML (see examples/tune_cheerful.yaml); override any field on the command line
+with `--set field=value` (the value is read as YAML: `--set steps=5`, `--set lora_target_modules=[q_proj,v_proj]`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tether.errors import TetherError
+from tether.models import EMBEDDED_LM
+from tether.texts import read_utf8
+
+
+class TuneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # --- what to tune, against what -----------------------------------------------------
+    policy_model: str = Field(EMBEDDED_LM, description="the model to tune: hub id, local folder or embedded name")
+    constitution: Path = Field(description="the train judge's constitution YAML: the reward")
+    judge_model: str = Field(EMBEDDED_LM, description="the train judge's model")
+    gold_constitution: Path | None = Field(
+        None, description="a held-out constitution, never trained against, to tell progress from hacking"
+    )
+    gold_model: str | None = Field(None, description="the gold judge's model (default: judge_model)")
+    gold_debias: bool = Field(True, description="score the gold judge debiased, so it does not pay for yes-spam itself")
+    prompts: Path = Field(description="prompts: .txt (one per line) or .jsonl (field `prompt`)")
+
+    # --- the RL algorithm (TRL) ---------------------------------------------------------
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer)")
+    steps: int = Field(30, ge=1, description="optimizer steps; each step generates and scores one batch")
+    prompts_per_step: int = Field(1, ge=1, description="distinct prompts per step")
+    completions_per_prompt: int = Field(8, ge=2, description="completions per prompt; the group a GRPO advantage is relative to")
+    max_completion_tokens: int = Field(32, ge=1, description="tokens generated per completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the policy")
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the LoRA weights")
+    kl_coef: float = Field(
+        0.04, ge=0, description="KL penalty to the base model (TRL's beta); GRPO's default 0 would not log KL at all"
+    )
+    suppress_special_tokens: bool = Field(
+        True, description="forbid the policy's special and unused tokens (except end-of-text): the judge pays for them"
+    )
+
+    # --- LoRA -------------------------------------------------------------------------
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get LoRA adapters"
+    )
+
+    # --- the run ------------------------------------------------------------------------
+    seed: int = Field(0, description="seed for sampling, LoRA initialisation and data order")
+    output_dir: Path = Field(Path("runs/cheerful"), description="the run directory")
+    save_every: int = Field(10, ge=1, description="save a LoRA checkpoint every N steps (and at the end)")
+    judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+
+
+def load_tune_config(path: str | Path, overrides: list[str] = ()) -> TuneConfig:
+    """Read a tune config, apply `field=value` overrides, validate; errors name file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(read_utf8(path)) or {}
+    except yaml.YAMLError as e:
+        raise TetherError(f"{path}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise TetherError(f"{path}: expected a mapping of config fields")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TetherError(f"--set {item!r}: write field=value, e.g. --set steps=5")
+        data[key.strip()] = yaml.safe_load(value)
+    base = path.parent
+    for key in ("constitution", "gold_constitution", "prompts"):  # relative to the config file
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and not Path(data[key]).exists():
+            data[key] = str(base / data[key])
+    try:
+        return TuneConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        field = TuneConfig.model_fields.get(str(first["loc"][0]))
+        hint = f"; expected {field.description}" if field and first["type"] != "extra_forbidden" else ""
+        if first["type"] == "extra_forbidden":
+            hint = "; valid fields: " + ", ".join(TuneConfig.model_fields)
+        raise TetherError(f"{path}: {where}: {first['msg']}{hint}") from None

@@ -1,0 +1,67 @@
+"""`tether tune` end to end on tiny models: run directory, resume without repeats, refusals."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from test_cli import ENV
+
+
+def tune(*args):
+    return subprocess.run([sys.executable, "-m", "tether.cli", "tune", *map(str, args)], capture_output=True,
+                          text=True, env=ENV, timeout=600)
+
+
+def lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tune_writes_a_run_and_resumes_without_repeats(tmp_path, tiny_model_dir, examples_dir):
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
+        "constitution": str(examples_dir / "cheerful.yaml"), "gold_constitution": str(examples_dir / "on_topic.yaml"),
+        "prompts": str(examples_dir / "prompts.txt"), "steps": 4, "prompts_per_step": 1, "completions_per_prompt": 4,
+        "max_completion_tokens": 6, "save_every": 2, "output_dir": str(tmp_path / "run"), "lora_rank": 4,
+        "lora_target_modules": ["q_proj", "v_proj"],
+    }))
+    run = tmp_path / "run"
+    result = tune(config, "-q")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "finished.json").exists() and (run / "final" / "adapter_config.json").exists()
+    assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 4
+    metrics = lines(run / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]
+    for key in ("reward", "kl", "monitor/affirmation_rate", "monitor/distinct_2", "gold/score", "gold/gap"):
+        assert key in metrics[0], key
+    samples = lines(run / "samples.jsonl")
+    assert len(samples) == 16 and {"step", "prompt", "completion", "train", "gold"} <= set(samples[0])
+    assert [e["event"] for e in lines(run / "events.jsonl")][0] == "start"
+
+    # A finished run is never overwritten without --force.
+    refused = tune(config, "-q")
+    assert refused.returncode == 2 and "already holds a finished run" in refused.stderr
+
+    # A crash after step 4 was logged but before it was checkpointed: resume from step 2.
+    (run / "finished.json").unlink()
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    resumed = tune("--resume", run, "-q")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["step"] for m in lines(run / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert sorted({s["step"] for s in lines(run / "samples.jsonl")}) == [1, 2, 3, 4]
+    assert len(lines(run / "samples.jsonl")) == 16
+    events = [e["event"] for e in lines(run / "events.jsonl")]
+    assert "resume" in events and events[-1] == "finish"
+
+
+def test_config_errors_are_one_line(tmp_path):
+    config = tmp_path / "tune.yaml"
+    config.write_text("constitution: c.yaml\nprompts: p.txt\nstepz: 3\n")
+    result = tune(config)
+    assert result.returncode == 2 and "stepz: Extra inputs are not permitted; valid fields:" in result.stderr
+    result = tune(config, "--set", "nonsense")
+    assert result.returncode == 2 and "--set 'nonsense': write field=value" in result.stderr
