@@ -2,13 +2,15 @@
 
 from pathlib import Path
 
-from tether.constitution import reference_markdown
+from tether.reference import constitution_reference, tune_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_readme_has_the_current_constitution_reference():
-    assert reference_markdown() in (ROOT / "README.md").read_text()
+def test_readme_has_the_current_config_references():
+    readme = (ROOT / "README.md").read_text()
+    assert constitution_reference() in readme
+    assert tune_reference() in readme
 
 
 def test_ci_runs_the_readme_test_command():

@@ -198,20 +198,3 @@ def _field_help(loc: tuple) -> str:
     field = _model_at(loc).model_fields.get(str(loc[-1]))
     return field.description if field and field.description else "a valid value"
 
-
-def reference_markdown() -> str:
-    """The constitution's field reference, from the same descriptions pydantic validates with.
-
-    The README embeds this table; tests/test_docs.py fails when the two drift apart.
-    """
-    lines = []
-    for model, prefix in ((Constitution, ""), (Principle, "principles[]."), (Example, "principles[].examples[].")):
-        lines += [f"| `{prefix}{name}` | {_default(f)} | {f.description} |" for name, f in model.model_fields.items()]
-    return "| field | default | meaning |\n| --- | --- | --- |\n" + "\n".join(lines)
-
-
-def _default(field) -> str:
-    if field.is_required():
-        return "required"
-    value = field.default_factory() if field.default_factory else field.default
-    return f"`{json.dumps(value)}`" if value not in (None, "") else "—"

@@ -1,0 +1,35 @@
+"""Config references for the README, built from the same field descriptions pydantic uses.
+
+tests/test_docs.py fails when the README's tables drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+
+from tether.constitution import Constitution, Example, Principle
+from tether.tune_config import TuneConfig
+
+
+def field_table(models: list[tuple[type[BaseModel], str]]) -> str:
+    lines = ["| field | default | meaning |", "| --- | --- | --- |"]
+    for model, prefix in models:
+        lines += [f"| `{prefix}{name}` | {_default(f)} | {f.description} |" for name, f in model.model_fields.items()]
+    return "\n".join(lines)
+
+
+def constitution_reference() -> str:
+    return field_table([(Constitution, ""), (Principle, "principles[]."), (Example, "principles[].examples[].")])
+
+
+def tune_reference() -> str:
+    return field_table([(TuneConfig, "")])
+
+
+def _default(field) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default_factory else field.default
+    return f"`{json.dumps(value, default=str)}`" if value not in (None, "") else "—"
