@@ -30,7 +30,7 @@ def test_stdin_detects_jsonl(monkeypatch):
 
 @pytest.mark.parametrize("name, content, expected", [
     ("t.jsonl", b'{"text": "ok"}\n{"text": "oops"\n', r"t.jsonl: line 2: malformed JSON"),
-    ("t.jsonl", b'{"text": "ok"}\n["a"]\n', r"line 2: expected a JSON object"),
+    ("t.jsonl", b'{"text": "ok"}\n["a"]\n', r"line 2: expected a JSON object, one per line"),
     ("t.jsonl", b'{"body": "x"}\n', r"line 1: no `text` field"),
     ("t.jsonl", b'{"text": "  "}\n', r"line 1: the text is empty"),
     ("t.jsonl", b'{"text": 3}\n', r"line 1: `text` must be a string"),
@@ -49,3 +49,17 @@ def test_bad_input_names_file_and_line(tmp_path, name, content, expected):
 def test_missing_file(tmp_path):
     with pytest.raises(TetherError, match="nope.jsonl: no such file"):
         read_texts(tmp_path / "nope.jsonl")
+
+
+def test_prompts_from_txt_and_jsonl(tmp_path):
+    from tether.texts import read_prompts
+
+    txt = tmp_path / "p.txt"
+    txt.write_text("Once upon a time\n\nThe dog\n")
+    assert read_prompts(txt) == ["Once upon a time", "The dog"]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "A"}\n{"text": "B"}\n')
+    assert read_prompts(jsonl) == ["A", "B"]
+    jsonl.write_text('{"prompt": ""}\n')
+    with pytest.raises(TetherError, match=r"p.jsonl: line 1: expected a non-empty string `prompt`"):
+        read_prompts(jsonl)

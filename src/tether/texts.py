@@ -65,8 +65,8 @@ def _parse_lines(content: str) -> list[TextRecord]:
     return [TextRecord(line, {"line": n}) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
 
 
-def _parse_jsonl(content: str, where: str) -> list[TextRecord]:
-    records = []
+def _jsonl_objects(content: str, where: str):
+    """(line number, object) for each non-blank line; malformed lines are named."""
     for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
@@ -75,9 +75,12 @@ def _parse_jsonl(content: str, where: str) -> list[TextRecord]:
         except json.JSONDecodeError as e:
             raise TetherError(f"{where}: line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise TetherError(f"{where}: line {n}: expected a JSON object with a `text` field")
-        records.append(TextRecord(_text_of(obj, where, n), {"line": n, **obj}))
-    return records
+            raise TetherError(f"{where}: line {n}: expected a JSON object, one per line")
+        yield n, obj
+
+
+def _parse_jsonl(content: str, where: str) -> list[TextRecord]:
+    return [TextRecord(_text_of(obj, where, n), {"line": n, **obj}) for n, obj in _jsonl_objects(content, where)]
 
 
 def _text_of(obj: dict, where: str, n: int) -> str:
@@ -101,16 +104,10 @@ def read_prompts(source: str | Path) -> list[str]:
     path = Path(source)
     if path.suffix.lower() == ".jsonl":
         prompts = []
-        for n, line in enumerate(read_utf8(path).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TetherError(f"{path}: line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
-            prompt = obj.get("prompt", obj.get("text")) if isinstance(obj, dict) else None
+        for n, obj in _jsonl_objects(read_utf8(path), str(path)):
+            prompt = obj.get("prompt", obj.get("text"))
             if not isinstance(prompt, str) or not prompt.strip():
-                raise TetherError(f"{path}: line {n}: expected an object with a non-empty string `prompt`")
+                raise TetherError(f"{path}: line {n}: expected a non-empty string `prompt`")
             prompts.append(prompt)
     else:
         prompts = [r.text for r in read_texts(path)]
