@@ -65,3 +65,11 @@ def test_config_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "stepz: Extra inputs are not permitted; valid fields:" in result.stderr
     result = tune(config, "--set", "nonsense")
     assert result.returncode == 2 and "--set 'nonsense': write field=value" in result.stderr
+
+
+def test_example_tune_config_is_valid(examples_dir):
+    from tether.tune_config import load_tune_config
+
+    config = load_tune_config(examples_dir / "tune_cheerful.yaml", ["steps=3"])
+    assert config.steps == 3 and config.constitution == examples_dir / "cheerful.yaml"
+    assert config.gold_constitution.exists() and config.prompts.exists()
