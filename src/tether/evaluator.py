@@ -32,7 +32,7 @@ from tether.combine import COMBINERS
 from tether.constitution import Constitution, load_constitution
 from tether.errors import TetherError
 from tether.models import load_causal_lm
-from tether.prompts import Probe, build_probes, text_lead
+from tether.prompts import build_probes, text_lead
 from tether.tokens import SafeTokenizer, word_variant_ids
 
 LongText = Literal["truncate_left", "truncate_right", "error"]
