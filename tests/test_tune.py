@@ -73,3 +73,27 @@ def test_example_tune_config_is_valid(examples_dir):
     config = load_tune_config(examples_dir / "tune_cheerful.yaml", ["steps=3"])
     assert config.steps == 3 and config.constitution == examples_dir / "cheerful.yaml"
     assert config.gold_constitution.exists() and config.prompts.exists()
+
+
+def test_detector_stops_the_run_and_marks_best(tmp_path, tiny_model_dir, examples_dir):
+    # Any KL above zero trips: step 1 has none (policy == base), step 2 does.
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
+        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
+        "steps": 5, "completions_per_prompt": 4, "max_completion_tokens": 6, "save_every": 1,
+        "output_dir": str(tmp_path / "run"), "lora_rank": 4, "learning_rate": 0.01, "on_hack": "stop",
+        # only the KL detector can fire: the tiny random model babbles "yes" from its corpus
+        "detectors": {"affirmation_rate": 2, "special_token_rate": 2, "repetition": 2, "longest_repeat_run": 999,
+                      "distinct_2_drop": 0},
+    }))
+    result = tune(config, "-q", "--set", "detectors.kl=1e-9")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    events = lines(run / "events.jsonl")
+    trip = next(e for e in events if e["event"] == "detector")
+    assert trip["step"] == 2 and trip["detectors"][0]["detector"] == "kl" and len(trip["samples"]) == 2
+    assert trip["evidence"]["kl"] > 0 and "monitor/repetition" in trip["evidence"]
+    assert [m["step"] for m in lines(run / "metrics.jsonl")] == [1, 2]  # stopped
+    assert json.loads((run / "best.json").read_text())["checkpoint"] == "checkpoints/checkpoint-1"
+    assert any(e["event"] == "early_stop" for e in events)

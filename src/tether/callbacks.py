@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from transformers import TrainerCallback
 
+from tether import atomic, progress
+from tether.detectors import DetectorConfig, check
 from tether.evaluator import Evaluator
 from tether.monitors import text_monitors
 from tether.rewards import ConstitutionReward
@@ -70,3 +72,54 @@ class MonitorCallback(TrainerCallback):
 
 def _jsonable(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
+
+
+class DetectorCallback(TrainerCallback):
+    """Runs the hack detectors after each step's monitors; warns, or stops the run.
+
+    Place it after `MonitorCallback` (it reads the monitors from `state.log_history`). A
+    trip is logged once per detector as an event with the step, the evidence (the
+    monitor values and two sample completions) and, when stopping, the checkpoint marked
+    `best`: the last one saved before the trip.
+    """
+
+    def __init__(self, reward: ConstitutionReward, config: DetectorConfig | None = None,
+                 action: str = "warn", run_dir: RunDir | None = None):
+        if action not in ("warn", "stop"):
+            raise ValueError(f"action={action!r}: write warn or stop")
+        self.reward, self.config, self.action, self.run_dir = reward, config or DetectorConfig(), action, run_dir
+        self.tripped: dict[str, int] = {}  # detector -> first step it fired
+        self.best: dict | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        history = [entry for entry in state.log_history if "reward/train" in entry]
+        if not history or not state.is_world_process_zero:
+            return
+        new = [t for t in check(history, self.config) if t.detector not in self.tripped]
+        if not new:
+            return
+        step = history[-1]["step"]
+        for trip in new:
+            self.tripped[trip.detector] = step
+        evidence = {k: v for k, v in history[-1].items() if k.startswith(("monitor/", "gold/", "reward/", "kl"))}
+        details = {"step": step, "detectors": [vars(t) for t in new], "evidence": evidence,
+                   "samples": self.reward.last_completions[:2], "action": self.action}
+        if self.action == "stop":
+            control.should_training_stop = True
+            self.best = self._mark_best(step)
+            details["best"] = self.best
+        if self.run_dir is not None:
+            self.run_dir.event("detector", **details)
+        progress.console.print(f"[yellow]hack detector[/] step {step}: "
+                               + ", ".join(f"{t.detector}={t.value:.3g} (limit {t.limit:.3g})" for t in new))
+
+    def _mark_best(self, trip_step: int) -> dict | None:
+        if self.run_dir is None:
+            return None
+        saved = [(s, p) for s, p in self.run_dir.checkpoints_by_step() if s < trip_step]
+        if not saved:
+            return None
+        step, path = saved[-1]
+        best = {"checkpoint": str(path.relative_to(self.run_dir.path)), "step": step, "tripped_at": trip_step}
+        atomic.write_json(self.run_dir.path / "best.json", best)
+        return best

@@ -10,6 +10,7 @@ import json
 from pydantic import BaseModel
 
 from tether.constitution import Constitution, Example, Principle
+from tether.detectors import DetectorConfig
 from tether.tune_config import TuneConfig
 
 
@@ -25,11 +26,13 @@ def constitution_reference() -> str:
 
 
 def tune_reference() -> str:
-    return field_table([(TuneConfig, "")])
+    return field_table([(TuneConfig, ""), (DetectorConfig, "detectors.")])
 
 
 def _default(field) -> str:
     if field.is_required():
         return "required"
     value = field.default_factory() if field.default_factory else field.default
+    if isinstance(value, BaseModel):
+        return "see below"
     return f"`{json.dumps(value, default=str)}`" if value not in (None, "") else "—"

@@ -6,6 +6,7 @@
     events.jsonl     start, resume, checkpoints, warnings, finish
     checkpoints/     TRL checkpoints (LoRA adapter + optimizer state) every N steps
     final/           the LoRA adapter at the end
+    best.json        when a detector stopped the run: the last checkpoint before the trip
     finished.json    written last; its presence means the run completed
 
 Lines are appended and flushed as they happen, so a crash loses at most the step in
@@ -59,17 +60,19 @@ class RunDir:
             raise TetherError(f"{self.path}: no run here (no config.yaml) to resume")
         return yaml.safe_load((self.path / "config.yaml").read_text())
 
-    def last_checkpoint(self) -> tuple[Path | None, int]:
-        """The newest TRL checkpoint folder that is complete, and its step (0 if none)."""
+    def checkpoints_by_step(self) -> list[tuple[int, Path]]:
+        """Complete TRL checkpoint folders, oldest first."""
         found = []
         for folder in self.checkpoints.glob("checkpoint-*"):
             match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
             if match and (folder / "trainer_state.json").exists():
                 found.append((int(match.group(1)), folder))
-        if not found:
-            return None, 0
-        step, folder = max(found)
-        return folder, step
+        return sorted(found)
+
+    def last_checkpoint(self) -> tuple[Path | None, int]:
+        """The newest complete checkpoint and its step, or (None, 0)."""
+        found = self.checkpoints_by_step()
+        return (found[-1][1], found[-1][0]) if found else (None, 0)
 
     def rewind_to(self, step: int) -> None:
         """Drop log lines after `step`: they will be produced again from the checkpoint."""

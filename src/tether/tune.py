@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tether import progress
-from tether.callbacks import MonitorCallback
+from tether.callbacks import DetectorCallback, MonitorCallback
 from tether.errors import TetherError
 from tether.evaluator import Evaluator
 from tether.models import load_causal_lm
@@ -62,6 +62,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
     reward = ConstitutionReward(judge)
 
     # --- the TRL trainer ----------------------------------------------------------------
+    detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
     trainer_cls, trainer_args = _trl_config(config, run, suppress=_suppressed_ids(tokenizer, config))
     trainer = trainer_cls(
         model=policy,
@@ -71,14 +72,18 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run)],
+        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run), detector],
     )
     progress.console.print(f"tuning {config.policy_model} for {config.steps} steps -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # --- the end ------------------------------------------------------------------------
     trainer.save_model(str(run.path / "final"))
-    run.finish({"steps": trainer.state.global_step, "resumed_from": done_steps or None})
+    stopped = config.on_hack == "stop" and bool(detector.tripped)
+    if stopped:
+        run.event("early_stop", step=trainer.state.global_step, best=detector.best)
+    run.finish({"steps": trainer.state.global_step, "resumed_from": done_steps or None,
+                "detector_trips": detector.tripped, "stopped_early": stopped, "best": detector.best})
     return run
 
 

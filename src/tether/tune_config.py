@@ -12,6 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tether.detectors import DetectorConfig
 from tether.errors import TetherError
 from tether.models import EMBEDDED_LM
 from tether.texts import read_utf8
@@ -46,6 +47,12 @@ class TuneConfig(BaseModel):
         True, description="forbid the policy's special and unused tokens (except end-of-text): the judge pays for them"
     )
 
+    # --- hack detectors ------------------------------------------------------------------
+    on_hack: Literal["warn", "stop"] = Field(
+        "warn", description="when a detector trips: log a warning event, or stop and mark the last checkpoint before it `best`"
+    )
+    detectors: DetectorConfig = Field(default_factory=DetectorConfig, description="detector thresholds (see below)")
+
     # --- LoRA -------------------------------------------------------------------------
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r")
@@ -73,7 +80,13 @@ def load_tune_config(path: str | Path, overrides: list[str] = ()) -> TuneConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise TetherError(f"--set {item!r}: write field=value, e.g. --set steps=5")
-        data[key.strip()] = yaml.safe_load(value)
+        *parents, leaf = key.strip().split(".")  # detectors.kl=0.3 sets a nested field
+        node = data
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise TetherError(f"--set {item!r}: {parent} is not a group of fields")
+        node[leaf] = yaml.safe_load(value)
     base = path.parent
     for key in ("constitution", "gold_constitution", "prompts"):  # relative to the config file
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and not Path(data[key]).exists():
