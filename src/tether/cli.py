@@ -132,6 +132,23 @@ def tune(
     stdout_print(f"run finished: {run.path}")
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
+    steps: Annotated[Optional[str], typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
+):
+    """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time."""
+    from tether.report import build_report
+
+    chosen = None
+    if steps:
+        try:
+            chosen = [int(s) for s in steps.split(",")]
+        except ValueError:
+            raise TetherError(f"--steps {steps!r}: write step numbers separated by commas, e.g. 1,10,20") from None
+    stdout_print(f"report: {build_report(run_dir, chosen)}")
+
+
 def stdout_print(message: str) -> None:
     from tether.display import stdout
 
