@@ -35,10 +35,11 @@ def test_tune_writes_a_run_and_resumes_without_repeats(tmp_path, tiny_model_dir,
     assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 4
     metrics = lines(run / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
-    for key in ("reward", "kl", "monitor/affirmation_rate", "monitor/distinct_2", "gold/score", "gold/gap"):
+    assert (run / "base_samples.jsonl").exists()
+    for key in ("reward", "kl", "monitor/affirmation_rate", "monitor/distinct_2", "gold/score", "gold/gap", "drift/embedding"):
         assert key in metrics[0], key
     samples = lines(run / "samples.jsonl")
-    assert len(samples) == 16 and {"step", "prompt", "completion", "train", "gold"} <= set(samples[0])
+    assert len(samples) == 16 and {"step", "prompt", "completion", "train", "gold", "drift"} <= set(samples[0])
     assert [e["event"] for e in lines(run / "events.jsonl")][0] == "start"
 
     # A finished run is never overwritten without --force.

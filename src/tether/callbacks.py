@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from tether import atomic, progress
 from tether.detectors import DetectorConfig, check
+from tether.drift import EmbeddingDrift
 from tether.evaluator import Evaluator
 from tether.monitors import text_monitors
 from tether.rewards import ConstitutionReward
@@ -25,10 +26,11 @@ from tether.rundir import RunDir
 
 
 class MonitorCallback(TrainerCallback):
-    def __init__(self, reward: ConstitutionReward, gold: Evaluator | None = None, run_dir: RunDir | None = None):
+    def __init__(self, reward: ConstitutionReward, gold: Evaluator | None = None, run_dir: RunDir | None = None,
+                 drift: EmbeddingDrift | None = None):
         if not isinstance(reward, ConstitutionReward):
             raise TypeError("MonitorCallback watches a ConstitutionReward; pass the one given to the trainer")
-        self.reward, self.gold, self.run_dir = reward, gold, run_dir
+        self.reward, self.gold, self.run_dir, self.drift = reward, gold, run_dir, drift
         self._last_step = -1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -45,13 +47,17 @@ class MonitorCallback(TrainerCallback):
             gold = self.gold.score(result.texts).total()
             metrics["gold/score"] = float(gold.mean())
             metrics["gold/gap"] = float(train.mean() - gold.mean())
+        drift = None
+        if self.drift is not None:
+            drift = self.drift.distances(self.reward.last_prompts, self.reward.last_completions)
+            metrics["drift/embedding"] = float(np.nanmean(drift))
         if state.log_history:
             state.log_history[-1].update({k: v for k, v in metrics.items() if k not in state.log_history[-1]})
         if self.run_dir is not None:
             self.run_dir.append("metrics.jsonl", [_jsonable(metrics)])
-            self.run_dir.append("samples.jsonl", self._samples(state.global_step, result, gold))
+            self.run_dir.append("samples.jsonl", self._samples(state.global_step, result, gold, drift))
 
-    def _samples(self, step: int, result, gold) -> list[dict]:
+    def _samples(self, step: int, result, gold, drift) -> list[dict]:
         scores = result.scores()
         return [
             {
@@ -61,6 +67,7 @@ class MonitorCallback(TrainerCallback):
                 "train": round(float(result.total()[i]), 4),
                 **{f"train/{name}": round(float(scores[i, k]), 4) for k, name in enumerate(result.names)},
                 **({"gold": round(float(gold[i]), 4)} if gold is not None else {}),
+                **({"drift": round(float(drift[i]), 4)} if drift is not None else {}),
             }
             for i, (prompt, completion) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions))
         ]

@@ -19,7 +19,8 @@ from tether import progress
 from tether.callbacks import DetectorCallback, MonitorCallback
 from tether.errors import TetherError
 from tether.evaluator import Evaluator
-from tether.models import load_causal_lm
+from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
+from tether.models import load_causal_lm, load_embedder
 from tether.rewards import ConstitutionReward
 from tether.rundir import RunDir
 from tether.texts import read_prompts
@@ -60,10 +61,12 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
         gold = Evaluator(gold_model, config.gold_constitution, tokenizer=gold_tokenizer,
                          debias=config.gold_debias, batch_size=config.judge_batch_size)
     reward = ConstitutionReward(judge)
+    suppress = _suppressed_ids(tokenizer, config)
+    drift = _embedding_drift(config, run, policy, tokenizer, prompts, suppress)
 
     # --- the TRL trainer ----------------------------------------------------------------
     detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
-    trainer_cls, trainer_args = _trl_config(config, run, suppress=_suppressed_ids(tokenizer, config))
+    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress)
     trainer = trainer_cls(
         model=policy,
         reward_funcs=[reward],
@@ -72,7 +75,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run), detector],
+        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector],
     )
     progress.console.print(f"tuning {config.policy_model} for {config.steps} steps -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -85,6 +88,18 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
     run.finish({"steps": trainer.state.global_step, "resumed_from": done_steps or None,
                 "detector_trips": detector.tripped, "stopped_early": stopped, "best": detector.best})
     return run
+
+
+def _embedding_drift(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, suppress) -> EmbeddingDrift | None:
+    """Base completions are sampled before any training and cached in the run directory."""
+    if config.embedder is None:
+        return None
+    path = run.path / "base_samples.jsonl"
+    if not path.exists():
+        samples = sample_base(policy, tokenizer, prompts, config.base_samples_per_prompt,
+                              config.max_completion_tokens, config.temperature, suppress, config.seed)
+        save_base(path, samples)
+    return EmbeddingDrift(load_embedder(config.embedder), load_base(path))
 
 
 def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:

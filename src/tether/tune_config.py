@@ -47,6 +47,12 @@ class TuneConfig(BaseModel):
         True, description="forbid the policy's special and unused tokens (except end-of-text): the judge pays for them"
     )
 
+    # --- monitors -----------------------------------------------------------------------
+    embedder: str | None = Field(
+        "embedded:all-minilm-l6-v2", description="sentence embedder for the drift monitor; null switches drift off"
+    )
+    base_samples_per_prompt: int = Field(4, ge=1, description="base-model completions per prompt, sampled once, for drift")
+
     # --- hack detectors ------------------------------------------------------------------
     on_hack: Literal["warn", "stop"] = Field(
         "warn", description="when a detector trips: log a warning event, or stop and mark the last checkpoint before it `best`"

@@ -1,0 +1,67 @@
+"""Embedding drift: how far the policy's completions have moved from the base model's.
+
+The base model's completions for each prompt are sampled once, before training, and
+cached in the run directory (`base_samples.jsonl`); the base does not change, so
+resampling it every step, as the source text does, would only add cost and noise. Each
+step, a completion's drift is the cosine distance between its embedding and the mean
+embedding of the base completions for the same prompt. The base never reads the policy's
+text, so it cannot normalise a deviant habit the way a token KL does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tether import progress
+
+
+def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float,
+                suppress: list[int] | None, seed: int) -> dict[str, list[str]]:
+    """n completions per prompt from the untuned model, with the run's sampling settings."""
+    torch.manual_seed(seed)
+    out = {}
+    for prompt in progress.track(list(dict.fromkeys(prompts)), "Sampling the base model", total=len(set(prompts))):
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            generated = model.generate(
+                ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long), do_sample=True,
+                temperature=temperature, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            )
+        out[prompt] = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def save_base(path: Path, samples: dict[str, list[str]]) -> None:
+    from tether import atomic
+
+    atomic.write_text(path, "".join(json.dumps({"prompt": p, "completions": c}) + "\n" for p, c in samples.items()))
+
+
+def load_base(path: Path) -> dict[str, list[str]]:
+    return {row["prompt"]: row["completions"] for row in map(json.loads, path.read_text().splitlines())}
+
+
+class EmbeddingDrift:
+    """Cosine distance of completions to the base completions' mean embedding, per prompt."""
+
+    def __init__(self, embedder, base_samples: dict[str, list[str]]):
+        self.embedder = embedder
+        self.centres = {}
+        for prompt, completions in base_samples.items():
+            mean = self._embed(completions).mean(axis=0)
+            self.centres[prompt] = mean / np.linalg.norm(mean)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+
+    def distances(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """(n,) cosine distances in [0, 2]; NaN for a prompt with no base samples."""
+        vectors = self._embed(completions)
+        return np.array([1 - float(v @ self.centres[p]) if p in self.centres else np.nan
+                         for p, v in zip(prompts, vectors)])
