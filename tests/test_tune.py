@@ -98,3 +98,12 @@ def test_detector_stops_the_run_and_marks_best(tmp_path, tiny_model_dir, example
     assert [m["step"] for m in lines(run / "metrics.jsonl")] == [1, 2]  # stopped
     assert json.loads((run / "best.json").read_text())["checkpoint"] == "checkpoints/checkpoint-1"
     assert any(e["event"] == "early_stop" for e in events)
+
+
+def test_example_trl_script_runs_with_tethers_pieces(tmp_path, tiny_model_dir, examples_dir):
+    script = examples_dir / "trl_grpo_script.py"
+    result = subprocess.run([sys.executable, str(script), "--policy", str(tiny_model_dir), "--judge", str(tiny_model_dir),
+                             "--steps", "2", "--output-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=ENV, timeout=600, cwd=examples_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 1: reward" in result.stdout and "step 2: reward" in result.stdout

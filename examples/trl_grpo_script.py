@@ -1,0 +1,56 @@
+"""Use tether's pieces in your own TRL script: the constitution reward and the monitor and
+detector callbacks, in a plain GRPOTrainer.
+
+    python examples/trl_grpo_script.py                       # embedded Gemma, 10 steps
+    python examples/trl_grpo_script.py --policy PATH --judge PATH --steps 2
+"""
+
+import argparse
+
+import torch
+
+from datasets import Dataset
+from peft import LoraConfig
+from trl import GRPOConfig, GRPOTrainer
+
+from tether.callbacks import DetectorCallback, MonitorCallback
+from tether.evaluator import Evaluator
+from tether.models import EMBEDDED_LM, load_causal_lm
+from tether.rewards import ConstitutionReward
+from tether.texts import read_prompts
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--policy", default=EMBEDDED_LM)
+parser.add_argument("--judge", default=EMBEDDED_LM)
+parser.add_argument("--constitution", default="examples/cheerful.yaml")
+parser.add_argument("--gold", default="examples/on_topic.yaml")
+parser.add_argument("--prompts", default="examples/prompts.txt")
+parser.add_argument("--steps", type=int, default=10)
+parser.add_argument("--output-dir", default="runs/trl-script")
+args = parser.parse_args()
+
+# The judge and a held-out gold judge share one model.
+judge_model, judge_tokenizer = load_causal_lm(args.judge)
+judge = Evaluator(judge_model, args.constitution, tokenizer=judge_tokenizer)
+gold = Evaluator(judge_model, args.gold, tokenizer=judge_tokenizer, debias=True)
+
+reward = ConstitutionReward(judge)  # TRL logs it as rewards/constitution/mean
+callbacks = [MonitorCallback(reward, gold=gold), DetectorCallback(reward, action="warn")]
+
+policy, tokenizer = load_causal_lm(args.policy)
+trainer = GRPOTrainer(
+    model=policy,
+    reward_funcs=[reward],
+    args=GRPOConfig(output_dir=args.output_dir, max_steps=args.steps, per_device_train_batch_size=4, num_generations=4,
+                    max_completion_length=16, beta=0.04, logging_steps=1, report_to=[], save_strategy="no",
+                    use_cpu=not torch.cuda.is_available()),
+    processing_class=tokenizer,
+    train_dataset=Dataset.from_dict({"prompt": read_prompts(args.prompts)}),
+    peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    callbacks=callbacks,
+)
+trainer.train()
+for entry in trainer.state.log_history:
+    if "reward/train" in entry:
+        print(f"step {entry['step']}: reward {entry['reward/train']:+.3f}, gold {entry['gold/score']:+.3f}, "
+              f"affirmations {entry['monitor/affirmation_rate']:.3f}, distinct-2 {entry['monitor/distinct_2']:.2f}")
