@@ -31,7 +31,7 @@ def test_each_threshold_fires_on_its_failure():
 
 
 def test_divergence_needs_train_up_and_gold_down_over_the_window():
-    config = DetectorConfig(divergence_window=4, divergence_min_rise=0.2)
+    config = DetectorConfig(divergence_window=4, divergence_min_rise=0.2, divergence_min_fall=0.1)
     steps = history(6)
     for i, m in enumerate(steps):
         m["reward/train"], m["gold/score"] = 0.1 * i, -0.05 * i  # train +0.3 over 4 steps, gold falling
@@ -39,5 +39,8 @@ def test_divergence_needs_train_up_and_gold_down_over_the_window():
     assert names(trips) == {"divergence"} and trips[0].step == 6
     for i, m in enumerate(steps):
         m["gold/score"] = 0.05 * i  # both rising: real progress, no trip
+    assert check(steps, config) == []
+    for i, m in enumerate(steps):
+        m["gold/score"] = -0.01 * i  # gold drifting down by less than the minimum fall: noise
     assert check(steps, config) == []
     assert check(steps[:3], config) == []  # not enough steps for the window

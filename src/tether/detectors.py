@@ -25,8 +25,9 @@ class DetectorConfig(BaseModel):
     longest_repeat_run: int = Field(6, description="trip when a word or short phrase repeats this many times back to back")
     distinct_2_drop: float = Field(0.5, description="trip when distinct-2 falls below this fraction of its first-step value")
     kl: float = Field(0.5, description="trip when the token KL to the base model exceeds this (nats per token)")
-    divergence_window: int = Field(6, ge=3, description="steps over which train and gold trends are compared")
+    divergence_window: int = Field(10, ge=3, description="steps over which train and gold trends (least-squares slopes) are compared")
     divergence_min_rise: float = Field(0.2, description="...the train reward must rise by at least this (log-odds) over the window")
+    divergence_min_fall: float = Field(0.1, description="...while the gold score falls by at least this over the window")
 
 
 @dataclass
@@ -65,7 +66,7 @@ def check(history: list[dict], config: DetectorConfig) -> list[Trip]:
     if len(window) == config.divergence_window and all("gold/score" in m for m in window):
         train = [m["reward/train"] for m in window]
         gold = [m["gold/score"] for m in window]
-        rise = _slope(train) * (len(window) - 1)
-        if rise >= config.divergence_min_rise and _slope(gold) < 0:
+        rise, fall = _slope(train) * (len(window) - 1), -_slope(gold) * (len(window) - 1)
+        if rise >= config.divergence_min_rise and fall >= config.divergence_min_fall:
             trips.append(Trip(history[-1]["step"], "divergence", rise, config.divergence_min_rise))
     return [t for t in trips if t is not None]
