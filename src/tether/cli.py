@@ -8,6 +8,7 @@ Errors the user can fix print one line and exit with code 2.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -129,7 +130,9 @@ def tune(
         raise TetherError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
     settings = resume_config(resume) if resume else load_tune_config(config, set_)
     run = run_tune(settings, resume=resume is not None, force=force)
-    stdout_print(f"run finished: {run.path}")
+    summary = json.loads((run.path / "finished.json").read_text())
+    trips = ", ".join(f"{name} at step {step}" for name, step in summary["detector_trips"].items()) or "none"
+    stdout_print(f"run finished: {run.path} ({summary['steps']} steps); detector trips: {trips}")
 
 
 @app.command()
