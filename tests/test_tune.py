@@ -107,3 +107,46 @@ def test_example_trl_script_runs_with_tethers_pieces(tmp_path, tiny_model_dir, e
                             capture_output=True, text=True, env=ENV, timeout=600, cwd=examples_dir.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 1: reward" in result.stdout and "step 2: reward" in result.stdout
+
+
+def test_tune_runs_data_parallel_on_two_processes(tmp_path, tiny_model_dir, examples_dir):
+    """torchrun, 2 CPU processes on gloo: one run directory, the whole batch logged, ranks agreeing."""
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
+        "constitution": str(examples_dir / "cheerful.yaml"), "gold_constitution": str(examples_dir / "on_topic.yaml"),
+        "prompts": str(examples_dir / "prompts.txt"), "steps": 3, "prompts_per_step": 2, "completions_per_prompt": 2,
+        "max_completion_tokens": 5, "save_every": 2, "output_dir": str(tmp_path / "run"), "lora_rank": 2,
+        "lora_target_modules": ["q_proj"], "embedder": None,
+        # a detector that trips at once, stopping both processes together (a hang here would time out)
+        "on_hack": "stop", "detectors": {"kl": 1e-9},
+    }))
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                             "tether.cli", "tune", str(config), "-q"], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "finished.json").read_text())
+    assert summary["processes"] == 2 and summary["processes_agree"] is True
+    metrics = lines(run / "metrics.jsonl")
+    steps = [m["step"] for m in metrics]
+    assert steps == sorted(set(steps)) and steps[0] == 1  # one line a step, written once
+    samples = lines(run / "samples.jsonl")
+    assert len(samples) == 4 * len(steps)  # both processes' completions, not rank 0's alone
+    assert len({s["prompt"] for s in samples if s["step"] == 1}) == 2
+    assert [e["event"] for e in lines(run / "events.jsonl")].count("start") == 1
+    assert summary["stopped_early"] and summary["steps"] < 3
+
+
+def test_vllm_generation_is_refused_clearly_without_a_gpu(tmp_path, tiny_model_dir, examples_dir):
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir), "embedder": None,
+        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
+        "steps": 1, "completions_per_prompt": 2, "max_completion_tokens": 4, "output_dir": str(tmp_path / "run"),
+        "vllm": "colocate",
+    }))
+    result = tune(config, "-q")
+    assert result.returncode == 2 and "vLLM generation needs a GPU" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

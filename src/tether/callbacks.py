@@ -13,10 +13,12 @@ metrics.jsonl (one line a step) and samples.jsonl (every completion).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from transformers import TrainerCallback
 
-from tether import atomic, progress
+from tether import atomic, progress, ranks
 from tether.detectors import DetectorConfig, check
 from tether.drift import EmbeddingDrift
 from tether.evaluator import Evaluator
@@ -36,44 +38,50 @@ class MonitorCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         result = self.reward.last_result
         # TRL also logs a run summary at the end; a step is logged once, with its batch.
-        if result is None or state.global_step == self._last_step or not state.is_world_process_zero:
+        if result is None or state.global_step == self._last_step:
             return
         self._last_step = state.global_step
-        metrics = {"step": state.global_step, **(logs or {}), **text_monitors(self.reward.last_completions)}
-        train = result.total()
-        metrics["reward/train"] = float(train.mean())
-        gold = None
-        if self.gold is not None:
-            gold = self.gold.score(result.texts).total()
-            metrics["gold/score"] = float(gold.mean())
-            metrics["gold/gap"] = float(train.mean() - gold.mean())
-        drift = None
-        if self.drift is not None:
-            drift = self.drift.distances(self.reward.last_prompts, self.reward.last_completions)
-            metrics["drift/embedding"] = float(np.nanmean(drift))
+        batch = self._whole_batch(result)  # collective: every rank takes part
+        metrics = self._measure(state.global_step, logs, batch) if ranks.is_main() else None
+        metrics = ranks.broadcast(metrics)  # the detectors on every rank must see the same values
         if state.log_history:
             state.log_history[-1].update({k: v for k, v in metrics.items() if k not in state.log_history[-1]})
-        if self.run_dir is not None:
-            self.run_dir.append("metrics.jsonl", [_jsonable(metrics)])
-            self.run_dir.append("samples.jsonl", self._samples(state.global_step, result, gold, drift))
 
-    def _samples(self, step: int, result, gold, drift) -> list[dict]:
-        scores = result.scores()
-        return [
-            {
-                "step": step,
-                "prompt": prompt,
-                "completion": completion,
-                "train": round(float(result.total()[i]), 4),
-                **{f"train/{name}": round(float(scores[i, k]), 4) for k, name in enumerate(result.names)},
-                **({"gold": round(float(gold[i]), 4)} if gold is not None else {}),
-                **({"drift": round(float(drift[i]), 4)} if drift is not None else {}),
-            }
-            for i, (prompt, completion) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions))
-        ]
+    def _whole_batch(self, result) -> list[dict]:
+        """This step's completions from every process, with their train scores."""
+        totals, scores = result.total(), result.scores()
+        return ranks.gather([
+            {"prompt": p, "completion": c, "text": t, "train": float(totals[i]),
+             **{f"train/{name}": float(scores[i, k]) for k, name in enumerate(result.names)}}
+            for i, (p, c, t) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions, result.texts))
+        ])
+
+    def _measure(self, step: int, logs: dict | None, batch: list[dict]) -> dict:
+        completions = [row["completion"] for row in batch]
+        train = np.array([row["train"] for row in batch])
+        metrics = {"step": step, **(logs or {}), **text_monitors(completions), "reward/train": float(train.mean())}
+        if self.gold is not None:
+            gold = self.gold.score([row["text"] for row in batch]).total()
+            metrics["gold/score"] = float(gold.mean())
+            metrics["gold/gap"] = float(train.mean() - gold.mean())
+            for row, g in zip(batch, gold):
+                row["gold"] = float(g)
+        if self.drift is not None:
+            drift = self.drift.distances([row["prompt"] for row in batch], completions)
+            metrics["drift/embedding"] = float(np.nanmean(drift))
+            for row, d in zip(batch, drift):
+                row["drift"] = float(d)
+        metrics = _jsonable(metrics)
+        if self.run_dir is not None:
+            self.run_dir.append("metrics.jsonl", [metrics])
+            self.run_dir.append("samples.jsonl", [
+                {"step": step, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "text"}}
+                for row in batch
+            ])
+        return metrics
 
     def on_save(self, args, state, control, **kwargs):
-        if self.run_dir is not None and state.is_world_process_zero:
+        if self.run_dir is not None and ranks.is_main():
             self.run_dir.event("checkpoint", step=state.global_step)
 
 
@@ -100,7 +108,7 @@ class DetectorCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         history = [entry for entry in state.log_history if "reward/train" in entry]
-        if not history or not state.is_world_process_zero:
+        if not history:  # every rank decides alike: the monitors were broadcast
             return
         new = [t for t in check(history, self.config) if t.detector not in self.tripped]
         if not new:
@@ -113,8 +121,10 @@ class DetectorCallback(TrainerCallback):
                    "samples": self.reward.last_completions[:2], "action": self.action}
         if self.action == "stop":
             control.should_training_stop = True
-            self.best = self._mark_best(step)
-            details["best"] = self.best
+        if not ranks.is_main():
+            return
+        if self.action == "stop":
+            self.best = details["best"] = self._mark_best(step)
         if self.run_dir is not None:
             self.run_dir.event("detector", **details)
         progress.console.print(f"[yellow]hack detector[/] step {step}: "
@@ -130,3 +140,24 @@ class DetectorCallback(TrainerCallback):
         best = {"checkpoint": str(path.relative_to(self.run_dir.path)), "step": step, "tripped_at": trip_step}
         atomic.write_json(self.run_dir.path / "best.json", best)
         return best
+
+
+class StepPrinter(TrainerCallback):
+    """One readable line a step on the console, in place of the trainer's raw metric dicts."""
+
+    SHOWN = {"reward/train": "reward", "gold/score": "gold", "kl": "kl", "drift/embedding": "drift",
+             "monitor/affirmation_rate": "yes-rate", "monitor/repetition": "repeat", "monitor/distinct_2": "distinct-2"}
+
+    def __init__(self, total_steps: int):
+        self.total_steps = total_steps
+        self._last = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        entry = state.log_history[-1] if state.log_history else {}
+        if not ranks.is_main() or "reward/train" not in entry:
+            return
+        values = "  ".join(f"{label} {entry[key]:.3g}" for key, label in self.SHOWN.items()
+                           if isinstance(entry.get(key), (int, float)))
+        now = time.monotonic()
+        seconds, self._last = now - self._last, now
+        progress.note(f"step {state.global_step}/{self.total_steps}  {values}  ({seconds:.1f} s)")

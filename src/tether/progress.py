@@ -39,6 +39,12 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         yield from progress.track(items, total=total, description=description)
 
 
+def note(message: str) -> None:
+    """A line of progress news (a finished step, say); silent when progress is off."""
+    if _enabled:
+        console.print(message, highlight=False)
+
+
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
     if not _enabled:

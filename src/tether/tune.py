@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 
-from tether import progress
-from tether.callbacks import DetectorCallback, MonitorCallback
+from transformers import PrinterCallback
+
+from tether import progress, ranks
+from tether.callbacks import DetectorCallback, MonitorCallback, StepPrinter
 from tether.errors import TetherError
 from tether.evaluator import Evaluator
 from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
@@ -29,21 +31,35 @@ from tether.tune_config import TuneConfig
 
 
 def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -> RunDir:
+    from accelerate import PartialState
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import set_seed
 
-    # --- run directory ------------------------------------------------------------------
+    PartialState()  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
+    _check_batch_splits(config)
+    vllm_args = _vllm_args(config)  # refused before anything is written, on a machine without a GPU
+
+    # --- run directory: written by the main process only ---------------------------------
     run = RunDir(config.output_dir)
     checkpoint, done_steps = (None, 0)
     if resume:
         if run.is_finished():
             raise TetherError(f"{run.path}: this run has finished; nothing to resume")
         checkpoint, done_steps = run.last_checkpoint()
-        run.rewind_to(done_steps)
-        run.event("resume", from_step=done_steps)
-    else:
-        run.start(config.model_dump(mode="json"), force=force)
+    refusal = None
+    if ranks.is_main():
+        try:
+            if resume:
+                run.rewind_to(done_steps)
+                run.event("resume", from_step=done_steps, processes=ranks.world_size())
+            else:
+                run.start(config.model_dump(mode="json"), force=force)
+        except TetherError as e:
+            refusal = str(e)
+    refusal = ranks.broadcast(refusal)  # every process stops, not only the one that writes
+    if refusal:
+        raise TetherError(refusal)
 
     # --- seed, in one place -------------------------------------------------------------
     set_seed(config.seed)
@@ -66,7 +82,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
 
     # --- the TRL trainer ----------------------------------------------------------------
     detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
-    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress)
+    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args)
     trainer = trainer_cls(
         model=policy,
         reward_funcs=[reward],
@@ -75,19 +91,41 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector],
+        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector, StepPrinter(config.steps)],
     )
-    progress.console.print(f"tuning {config.policy_model} for {config.steps} steps -> {run.path}")
+    trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
+    if ranks.is_main():
+        progress.console.print(f"tuning {config.policy_model} for {config.steps} steps on "
+                               f"{ranks.world_size()} process(es) -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # --- the end ------------------------------------------------------------------------
     trainer.save_model(str(run.path / "final"))
-    stopped = config.on_hack == "stop" and bool(detector.tripped)
-    if stopped:
-        run.event("early_stop", step=trainer.state.global_step, best=detector.best)
-    run.finish({"steps": trainer.state.global_step, "resumed_from": done_steps or None,
-                "detector_trips": detector.tripped, "stopped_early": stopped, "best": detector.best})
+    agree = _ranks_agree(trainer.state.log_history)
+    if ranks.is_main():
+        stopped = config.on_hack == "stop" and bool(detector.tripped)
+        if stopped:
+            run.event("early_stop", step=trainer.state.global_step, best=detector.best)
+        run.finish({"steps": trainer.state.global_step, "resumed_from": done_steps or None,
+                    "detector_trips": detector.tripped, "stopped_early": stopped, "best": detector.best,
+                    "processes": ranks.world_size(), "processes_agree": agree})
+    ranks.barrier()
     return run
+
+
+def _check_batch_splits(config: TuneConfig) -> None:
+    """prompts_per_step x completions_per_prompt is the whole step's batch, split over processes."""
+    batch, n = config.prompts_per_step * config.completions_per_prompt, ranks.world_size()
+    if batch % n:
+        raise TetherError(f"prompts_per_step x completions_per_prompt = {batch} completions a step cannot be split "
+                          f"evenly over {n} processes; make it a multiple of {n}")
+
+
+def _ranks_agree(log_history: list[dict]) -> bool:
+    """Every process logged the same tether metrics (the detectors on each decided alike)."""
+    mine = [{k: v for k, v in entry.items() if "/" in k and k.split("/")[0] in ("monitor", "gold", "drift", "reward")}
+            for entry in log_history]
+    return all(other == mine for other in ranks.gather([mine]))
 
 
 def _embedding_drift(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, suppress) -> EmbeddingDrift | None:
@@ -95,10 +133,11 @@ def _embedding_drift(config: TuneConfig, run: RunDir, policy, tokenizer, prompts
     if config.embedder is None:
         return None
     path = run.path / "base_samples.jsonl"
-    if not path.exists():
+    if ranks.is_main() and not path.exists():
         samples = sample_base(policy, tokenizer, prompts, config.base_samples_per_prompt,
                               config.max_completion_tokens, config.temperature, suppress, config.seed)
         save_base(path, samples)
+    ranks.barrier()
     return EmbeddingDrift(load_embedder(config.embedder), load_base(path))
 
 
@@ -109,14 +148,14 @@ def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:
     return sorted(SafeTokenizer(tokenizer).control_ids - {tokenizer.eos_token_id})
 
 
-def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None):
+def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vllm_args: dict):
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if config.algorithm == "grpo" else (RLOOTrainer, RLOOConfig)
     args = config_cls(
         output_dir=str(run.checkpoints),
         max_steps=config.steps,
-        per_device_train_batch_size=config.prompts_per_step * config.completions_per_prompt,
+        per_device_train_batch_size=config.prompts_per_step * config.completions_per_prompt // ranks.world_size(),
         num_generations=config.completions_per_prompt,
         max_completion_length=config.max_completion_tokens,
         temperature=config.temperature,
@@ -129,9 +168,23 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None):
         report_to=[],
         seed=config.seed,
         use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
+        disable_tqdm=True,
+        **vllm_args,
     )
     return trainer_cls, args
+
+
+def _vllm_args(config: TuneConfig) -> dict:
+    """TRL's vLLM generation (GPU only): colocated in the training process, or a `trl vllm-serve` server."""
+    if config.vllm == "off":
+        return {}
+    if not torch.cuda.is_available():
+        raise TetherError(f"vllm: {config.vllm}: vLLM generation needs a GPU; set vllm: off on this machine")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise TetherError("vllm: vLLM is not installed; pip install vllm (on a GPU machine), or set vllm: off") from None
+    return {"use_vllm": True, "vllm_mode": config.vllm, "vllm_gpu_memory_utilization": config.vllm_gpu_memory}
 
 
 def resume_config(run_dir: str | Path) -> TuneConfig:

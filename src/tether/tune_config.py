@@ -47,6 +47,11 @@ class TuneConfig(BaseModel):
         True, description="forbid the policy's special and unused tokens (except end-of-text): the judge pays for them"
     )
 
+    vllm: Literal["off", "colocate", "server"] = Field(
+        "off", description="generate with TRL's vLLM on a GPU: colocate (in the training process) or server (`trl vllm-serve`)"
+    )
+    vllm_gpu_memory: float = Field(0.3, gt=0, le=1, description="share of GPU memory vLLM may take when colocated")
+
     # --- monitors -----------------------------------------------------------------------
     embedder: str | None = Field(
         "embedded:all-minilm-l6-v2", description="sentence embedder for the drift monitor; null switches drift off"
