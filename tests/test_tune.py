@@ -36,7 +36,8 @@ def test_tune_writes_a_run_and_resumes_without_repeats(tmp_path, tiny_model_dir,
     metrics = lines(run / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     assert (run / "base_samples.jsonl").exists()
-    for key in ("reward", "kl", "monitor/affirmation_rate", "monitor/distinct_2", "gold/score", "gold/gap", "drift/embedding"):
+    for key in ("reward", "kl", "monitor/affirmation_rate", "monitor/distinct_2", "gold/score", "gold/gap", "drift/embedding",
+                "time/step", "time/train_judge", "time/gold_judge"):
         assert key in metrics[0], key
     samples = lines(run / "samples.jsonl")
     assert len(samples) == 16 and {"step", "prompt", "completion", "train", "gold", "drift"} <= set(samples[0])

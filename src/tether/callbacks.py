@@ -34,6 +34,10 @@ class MonitorCallback(TrainerCallback):
             raise TypeError("MonitorCallback watches a ConstitutionReward; pass the one given to the trainer")
         self.reward, self.gold, self.run_dir, self.drift = reward, gold, run_dir, drift
         self._last_step = -1
+        self._step_start = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         result = self.reward.last_result
@@ -57,11 +61,15 @@ class MonitorCallback(TrainerCallback):
         ])
 
     def _measure(self, step: int, logs: dict | None, batch: list[dict]) -> dict:
+        clock = time.perf_counter()
         completions = [row["completion"] for row in batch]
         train = np.array([row["train"] for row in batch])
-        metrics = {"step": step, **(logs or {}), **text_monitors(completions), "reward/train": float(train.mean())}
+        metrics = {"step": step, **(logs or {}), **text_monitors(completions), "reward/train": float(train.mean()),
+                   "time/train_judge": self.reward.last_seconds}
+        metrics["time/monitors"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.gold is not None:
             gold = self.gold.score([row["text"] for row in batch]).total()
+            metrics["time/gold_judge"], clock = time.perf_counter() - clock, time.perf_counter()
             metrics["gold/score"] = float(gold.mean())
             metrics["gold/gap"] = float(train.mean() - gold.mean())
             for row, g in zip(batch, gold):
@@ -69,8 +77,10 @@ class MonitorCallback(TrainerCallback):
         if self.drift is not None:
             drift = self.drift.distances([row["prompt"] for row in batch], completions)
             metrics["drift/embedding"] = float(np.nanmean(drift))
+            metrics["time/drift"] = time.perf_counter() - clock
             for row, d in zip(batch, drift):
                 row["drift"] = float(d)
+        metrics["time/step"] = time.perf_counter() - self._step_start  # generation, judging, update, monitors
         metrics = _jsonable(metrics)
         if self.run_dir is not None:
             self.run_dir.append("metrics.jsonl", [metrics])

@@ -27,6 +27,9 @@ PLOTS = [  # (file name, title, [(metric key, label)])
     ("repeat_run.png", "longest back-to-back repeat", [("monitor/longest_repeat_run", "longest run")]),
     ("diversity.png", "diversity across the batch", [("monitor/distinct_1", "distinct-1"), ("monitor/distinct_2", "distinct-2")]),
     ("drift.png", "embedding drift from the base", [("drift/embedding", "cosine distance")]),
+    ("time.png", "seconds per step, and tether's share of it",
+     [("time/step", "whole step"), ("time/train_judge", "train judge"), ("time/gold_judge", "gold judge"),
+      ("time/drift", "drift"), ("time/monitors", "text monitors")]),
 ]
 
 

@@ -13,6 +13,7 @@ It only turns verdicts into floats; judging is the evaluator's job.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from tether.evaluator import Evaluator, ScoreResult
@@ -43,6 +44,7 @@ class ConstitutionReward:
         self.last_prompts: list[str] = []
         self.last_completions: list[str] = []
         self.last_result: ScoreResult | None = None
+        self.last_seconds = 0.0  # judging time, logged as time/train_judge
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
         self.last_prompts = [_plain_text(p) for p in prompts]
@@ -51,5 +53,7 @@ class ConstitutionReward:
             texts = [p + c for p, c in zip(self.last_prompts, self.last_completions)]
         else:
             texts = self.last_completions
+        start = time.perf_counter()
         self.last_result = self.evaluator.score(texts)
+        self.last_seconds = time.perf_counter() - start
         return [float(x) for x in self.last_result.total()]

@@ -30,7 +30,8 @@ from tether.tokens import SafeTokenizer
 from tether.tune_config import TuneConfig
 
 
-def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -> RunDir:
+def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, callbacks: list | None = None) -> RunDir:
+    """Tune as `config` says; `callbacks` are extra TRL callbacks (a profiler, a logger of your own)."""
     from accelerate import PartialState
     from datasets import Dataset
     from peft import LoraConfig
@@ -91,7 +92,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False) -
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector, StepPrinter(config.steps)],
+        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector, StepPrinter(config.steps),
+                   *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
     if ranks.is_main():
