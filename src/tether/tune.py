@@ -163,7 +163,7 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vll
         temperature=config.temperature,
         learning_rate=config.learning_rate,
         beta=config.kl_coef,
-        generation_kwargs={"suppress_tokens": suppress} if suppress else None,
+        generation_kwargs=_suppression(suppress, vllm=bool(vllm_args)),
         logging_steps=1,
         save_strategy="steps",
         save_steps=config.save_every,
@@ -174,6 +174,13 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vll
         **vllm_args,
     )
     return trainer_cls, args
+
+
+def _suppression(suppress: list[int] | None, vllm: bool) -> dict | None:
+    """Forbidden tokens, said the way the generator understands: transformers or vLLM's SamplingParams."""
+    if not suppress:
+        return None
+    return {"logit_bias": {i: -100.0 for i in suppress}} if vllm else {"suppress_tokens": suppress}
 
 
 def _vllm_args(config: TuneConfig) -> dict:
