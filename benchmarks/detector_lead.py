@@ -22,7 +22,7 @@ import numpy as np
 from tether.atomic import write_text
 from tether.detectors import DetectorConfig, check
 
-DETECTORS = ["affirmation_rate", "special_token_rate", "repetition", "longest_repeat_run", "distinct_2_drop", "kl", "divergence"]
+DETECTORS = ["affirmation_rate", "special_token_rate", "repetition", "longest_repeat_run", "distinct_2_drop", "kl", "drift", "divergence"]
 
 
 def first_fires(metrics: list[dict], config: DetectorConfig) -> dict[str, int]:

@@ -44,3 +44,17 @@ def test_divergence_needs_train_up_and_gold_down_over_the_window():
         m["gold/score"] = -0.01 * i  # gold drifting down by less than the minimum fall: noise
     assert check(steps, config) == []
     assert check(steps[:3], config) == []  # not enough steps for the window
+
+
+def test_drift_fires_on_a_sustained_move_away_from_the_base_not_on_one_noisy_step():
+    config = DetectorConfig(drift=0.72, drift_window=5)
+    steps = history(8)
+    for m in steps:
+        m["drift/embedding"] = 0.6
+    steps[-1]["drift/embedding"] = 0.95  # one far batch: the mean of the last 5 is 0.67
+    assert check(steps, config) == []
+    for m in steps[-4:]:
+        m["drift/embedding"] = 0.85  # four far batches: mean 0.80
+    trips = check(steps, config)
+    assert names(trips) == {"drift"} and abs(trips[0].value - 0.80) < 1e-9
+    assert check(steps[:4], config) == []  # fewer steps than the window
