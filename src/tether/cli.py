@@ -188,9 +188,10 @@ def audit_corpus(
 
 @app.command()
 def sft(
-    corpus_dir: Annotated[Path, typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="sft config YAML (all fields have defaults)")] = None,
+    corpus_dir: Annotated[Optional[Path], typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="sft config YAML (every field has a default)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set epochs=1 (repeatable)")] = [],
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
     force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
     quiet: QuietOpt = False,
 ):
@@ -200,7 +201,16 @@ def sft(
     from tether.sft import run_sft
 
     progress.set_enabled(not quiet)
-    run, evaluation = run_sft(corpus_dir, load_config(SftConfig, config, set_), force=force)
+    if (corpus_dir is None) == (resume is None):
+        raise TetherError("give a CORPUS_DIR to start a run, or --resume RUN_DIR to continue one")
+    if resume is not None:
+        from tether.rundir import RunDir
+
+        stored = {k: v for k, v in RunDir(resume).config().items() if k not in ("corpus", "constitution_sha256")}
+        settings = SftConfig.model_validate(stored)
+    else:
+        settings = load_config(SftConfig, config, set_)
+    run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
     rows = [[name, f"{e['before']:.3f}", f"{e['after']:.3f}", f"{e['after'] - e['before']:+.3f}"]
             for name, e in evaluation["mean_scores"].items()]
     rows.append(["pass rate", f"{evaluation['pass_rate']['before']:.0%}", f"{evaluation['pass_rate']['after']:.0%}", ""])
