@@ -188,13 +188,13 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
         judges = Judges(config, constitution)
         for i in progress.track(todo, "Sampling", total=len(todo)):
             existing = groups.get(i, [])
-            missing = config.completions_per_prompt - len(existing)
-            completions = draw(config, gen, judges, prompts[i], config.completions_per_prompt, config.seed * 100_003 + i)
+            # The whole group is drawn again from its seed; only the draws not yet written are kept.
+            completions = draw(config, gen, judges, prompts[i], config.completions_per_prompt,
+                               config.seed * 100_003 + i)[len(existing):]
             new = [{"id": f"p{i}-s{len(existing) + k}", "prompt_index": i, "sample_index": len(existing) + k,
                     "prompt": prompts[i], "completion": text, "search": config.search, **scores,
                     "monitors": monitor_values(text)}
-                   for k, (text, scores) in enumerate(zip(completions[:missing],
-                                                          judges.records(prompts[i], completions[:missing])))]
+                   for k, (text, scores) in enumerate(zip(completions, judges.records(prompts[i], completions)))]
             group = decide(existing + new, config)
             if existing:
                 corpus.replace_group(i, group)
