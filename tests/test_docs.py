@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tether.reference import constitution_reference, tune_reference
+from tether.reference import constitution_reference, sample_reference, sft_reference, tune_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -11,6 +11,8 @@ def test_readme_has_the_current_config_references():
     readme = (ROOT / "README.md").read_text()
     assert constitution_reference() in readme
     assert tune_reference() in readme
+    assert sample_reference() in readme
+    assert sft_reference() in readme
 
 
 def test_ci_runs_the_readme_test_command():

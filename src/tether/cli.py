@@ -152,6 +152,83 @@ def report(
     stdout_print(f"report: {build_report(run_dir, chosen)}")
 
 
+@app.command()
+def sample(
+    config: Annotated[Path, typer.Argument(help="sample config YAML (see examples/sample_cheerful.yaml)")],
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set search=tree (repeatable)")] = [],
+    force: Annotated[bool, typer.Option(help="start the corpus directory over instead of continuing it")] = False,
+    quiet: QuietOpt = False,
+):
+    """Rejection-sample a corpus: N candidates a prompt, judged, monitored, kept or rejected with a reason."""
+    from tether.corpus_summary import HEADER, summarize, table_rows
+    from tether.display import stdout
+    from tether.sample import run_sample
+    from tether.sample_config import SampleConfig, load_config
+
+    progress.set_enabled(not quiet)
+    settings = load_config(SampleConfig, config, set_)
+    corpus = run_sample(settings, force=force)
+    summary = summarize(corpus, settings)
+    stdout.print(_table("corpus summary", HEADER, table_rows(summary)))
+    stdout.print(f"{summary['kept_by_sampler']} of {summary['candidates']} candidates kept "
+                 f"({100 * summary['acceptance_rate']:.0f}%); corpus: {corpus.corpus_path}")
+
+
+@app.command("audit-corpus")
+def audit_corpus(
+    corpus_dir: Annotated[Path, typer.Argument(help="a corpus directory made by `tether sample`")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 8765,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
+):
+    """Serve a page on 127.0.0.1 to accept, reject or edit each sample; decisions are saved as they are made."""
+    from tether.audit_server import serve
+
+    serve(corpus_dir, port=port, open_browser=open_browser)
+
+
+@app.command()
+def sft(
+    corpus_dir: Annotated[Optional[Path], typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="sft config YAML (every field has a default)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set epochs=1 (repeatable)")] = [],
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
+    quiet: QuietOpt = False,
+):
+    """Fine-tune the policy (LoRA, TRL's SFTTrainer) on a corpus; score held-out prompts before and after."""
+    from tether.display import stdout
+    from tether.sample_config import SftConfig, load_config
+    from tether.sft import run_sft
+
+    progress.set_enabled(not quiet)
+    if (corpus_dir is None) == (resume is None):
+        raise TetherError("give a CORPUS_DIR to start a run, or --resume RUN_DIR to continue one")
+    if resume is not None:
+        from tether.rundir import RunDir
+
+        stored = {k: v for k, v in RunDir(resume).config().items() if k not in ("corpus", "constitution_sha256")}
+        settings = SftConfig.model_validate(stored)
+    else:
+        settings = load_config(SftConfig, config, set_)
+    run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
+    rows = [[name, f"{e['before']:.3f}", f"{e['after']:.3f}", f"{e['after'] - e['before']:+.3f}"]
+            for name, e in evaluation["mean_scores"].items()]
+    rows.append(["pass rate", f"{evaluation['pass_rate']['before']:.0%}", f"{evaluation['pass_rate']['after']:.0%}", ""])
+    stdout.print(_table(f"held-out prompts ({evaluation['completions']} completions)", ["score", "before", "after", "change"], rows))
+    stdout.print(f"run finished: {run.path}; adapter: {run.path / 'final'}")
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*map(escape, row))
+    return table
+
+
 def stdout_print(message: str) -> None:
     from tether.display import stdout
 

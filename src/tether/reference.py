@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from tether.constitution import Constitution, Example, Principle
 from tether.detectors import DetectorConfig
+from tether.sample_config import MonitorLimits, SampleConfig, SftConfig
 from tether.tune_config import TuneConfig
 
 
@@ -27,6 +28,14 @@ def constitution_reference() -> str:
 
 def tune_reference() -> str:
     return field_table([(TuneConfig, ""), (DetectorConfig, "detectors.")])
+
+
+def sample_reference() -> str:
+    return field_table([(SampleConfig, ""), (MonitorLimits, "monitors.")])
+
+
+def sft_reference() -> str:
+    return field_table([(SftConfig, "")])
 
 
 def _default(field) -> str:

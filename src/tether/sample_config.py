@@ -1,0 +1,141 @@
+"""The configs of `tether sample` and `tether sft`: every field documented, validated, saved.
+
+Written as YAML (see examples/sample_cheerful.yaml); any field can be overridden on the
+command line with `--set field=value` (read as YAML), like `tether tune`'s config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tether.errors import TetherError
+from tether.models import EMBEDDED_LM
+from tether.texts import read_utf8
+
+
+class MonitorLimits(BaseModel):
+    """A candidate that trips any of these is rejected, whatever its score; the reason is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_affirmation_rate: float = Field(0.1, ge=0, description="most affirmation words (yes, sure, ...) per word")
+    max_special_token_rate: float = Field(0.0, ge=0, description="most special-token strings (`<eos>`, ...) per word")
+    max_repetition: float = Field(0.3, ge=0, le=1, description="most word 3-grams that repeat an earlier one")
+    max_repeat_run: int = Field(3, ge=1, description="most back-to-back repeats of a 1-4 word unit")
+    min_words: int = Field(3, ge=0, description="fewest words in a completion")
+
+
+class SampleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # --- what to sample, judged by what ------------------------------------------------
+    policy_model: str = Field(EMBEDDED_LM, description="the model to sample from: hub id, local folder or embedded name")
+    adapter: Path | None = Field(None, description="a LoRA adapter on top of policy_model, e.g. an sft run's `final/`")
+    constitution: Path = Field(description="the constitution the samples are scored and filtered with")
+    judge_model: str = Field(EMBEDDED_LM, description="the judge's model")
+    gold_constitution: Path | None = Field(None, description="a second constitution, scored for reference, never filtered on")
+    gold_model: str | None = Field(None, description="the gold judge's model (default: judge_model)")
+    gold_debias: bool = Field(True, description="score the gold judge debiased")
+    prompts: Path = Field(description="prompts: .txt (one per line) or .jsonl (field `prompt`)")
+
+    # --- generation ---------------------------------------------------------------------
+    search: Literal["independent", "tree"] = Field(
+        "independent", description="independent: N whole completions a prompt; tree: weave-style search in chunks"
+    )
+    completions_per_prompt: int = Field(8, ge=1, description="N: candidates a prompt (tree: the leaves of the last round)")
+    max_completion_tokens: int = Field(32, ge=1, description="tokens generated per completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the policy")
+    suppress_special_tokens: bool = Field(
+        True, description="forbid the policy's special and unused tokens (except end-of-text): the judge pays for them"
+    )
+    tree_chunk_tokens: int = Field(8, ge=1, description="tree: tokens generated per branch per round")
+    tree_width: int = Field(2, ge=1, description="tree: branches kept and expanded each round")
+    tree_temperature: float = Field(
+        0.5, gt=0, description="tree: branches are kept by sampling softmax(score / this); small keeps the best"
+    )
+
+    # --- filtering ----------------------------------------------------------------------
+    keep: Literal["best", "threshold"] = Field(
+        "threshold", description="best: the top keep_best of each prompt; threshold: every one above the thresholds"
+    )
+    keep_best: int = Field(1, ge=1, description="best: candidates kept a prompt")
+    threshold: float = Field(0.0, description="minimum score (signed log-odds) on every principle to pass")
+    principle_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per-principle minimum scores, overriding `threshold`"
+    )
+    monitors: MonitorLimits = Field(default_factory=MonitorLimits, description="monitor limits (see below)")
+
+    # --- the run ------------------------------------------------------------------------
+    seed: int = Field(0, description="seed for sampling")
+    output_dir: Path = Field(Path("corpus/cheerful"), description="the corpus directory")
+    judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+
+    def threshold_for(self, principle: str) -> float:
+        return self.principle_thresholds.get(principle, self.threshold)
+
+
+class SftConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy_model: str | None = Field(None, description="the model to tune (default: the corpus's policy_model)")
+    heldout_prompts: Path | None = Field(
+        None, description="prompts scored before and after tuning (default: the corpus's prompts, not held out)"
+    )
+    eval_completions_per_prompt: int = Field(4, ge=1, description="completions a held-out prompt, before and after")
+    max_completion_tokens: int | None = Field(None, description="tokens per evaluation completion (default: the corpus's)")
+    epochs: float = Field(3.0, gt=0, description="passes over the corpus")
+    batch_size: int = Field(4, ge=1, description="corpus examples per optimizer step")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate of the LoRA weights")
+    max_length: int = Field(256, ge=8, description="tokens of prompt + completion kept for training")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get LoRA adapters"
+    )
+    seed: int = Field(0, description="seed for LoRA initialisation, data order and evaluation sampling")
+    output_dir: Path = Field(Path("runs/sft"), description="the run directory")
+
+
+Config = TypeVar("Config", SampleConfig, SftConfig)
+RELATIVE_PATHS = ("constitution", "gold_constitution", "prompts", "adapter", "heldout_prompts")
+
+
+def load_config(model: type[Config], path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a config (or start empty), apply `field=value` overrides, validate; errors name file and field."""
+    where = str(path) if path is not None else "--set"
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(read_utf8(path)) or {}
+        except yaml.YAMLError as e:
+            raise TetherError(f"{path}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(data, dict):
+            raise TetherError(f"{path}: expected a mapping of config fields")
+        for key in RELATIVE_PATHS:  # relative to the config file
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and not Path(data[key]).exists():
+                data[key] = str(path.parent / data[key])
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TetherError(f"--set {item!r}: write field=value, e.g. --set seed=1")
+        *parents, leaf = key.strip().split(".")  # monitors.max_repetition=0.5 sets a nested field
+        node = data
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise TetherError(f"--set {item!r}: {parent} is not a group of fields")
+        node[leaf] = yaml.safe_load(value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(map(str, first["loc"]))
+        if first["type"] == "extra_forbidden":
+            raise TetherError(f"{where}: {loc}: unknown field; valid fields: {', '.join(model.model_fields)}") from None
+        field = model.model_fields.get(str(first["loc"][0]))
+        hint = f"; expected {field.description}" if field else ""
+        raise TetherError(f"{where}: {loc}: {first['msg']}{hint}") from None

@@ -1,0 +1,62 @@
+"""Which candidates enter the corpus, and why: monitors first, then the constitution.
+
+A candidate is rejected when it trips a monitor (yes-spam, special-token strings,
+repetition, too short), whatever the judge paid for it: those are the ways a judge is
+fooled. Of the rest, `keep: threshold` keeps every one whose score on each principle
+reaches its threshold; `keep: best` keeps the top `keep_best` of its prompt by total
+score. Every candidate gets a `status` and a one-line `reason` a person can read.
+"""
+
+from __future__ import annotations
+
+from tether.monitors import affirmation_rate, longest_repeat_run, repeated_trigram_share, special_token_rate, words
+from tether.sample_config import MonitorLimits, SampleConfig
+
+
+def monitor_values(completion: str) -> dict[str, float]:
+    return {
+        "affirmation_rate": round(affirmation_rate([completion]), 4),
+        "special_token_rate": round(special_token_rate([completion]), 4),
+        "repetition": round(repeated_trigram_share(completion), 4),
+        "repeat_run": longest_repeat_run(completion),
+        "words": len(words(completion)),
+    }
+
+
+def monitor_trips(values: dict[str, float], limits: MonitorLimits) -> list[str]:
+    """Readable reasons, one per tripped monitor ("affirmation_rate 0.25 > 0.1")."""
+    checks = [
+        ("affirmation_rate", values["affirmation_rate"] > limits.max_affirmation_rate, ">", limits.max_affirmation_rate),
+        ("special_token_rate", values["special_token_rate"] > limits.max_special_token_rate, ">", limits.max_special_token_rate),
+        ("repetition", values["repetition"] > limits.max_repetition, ">", limits.max_repetition),
+        ("repeat_run", values["repeat_run"] > limits.max_repeat_run, ">", limits.max_repeat_run),
+        ("words", values["words"] < limits.min_words, "<", limits.min_words),
+    ]
+    return [f"{name} {values[name]:g} {op} {limit:g}" for name, tripped, op, limit in checks if tripped]
+
+
+def below_thresholds(scores: dict[str, float], config: SampleConfig) -> list[str]:
+    return [f"{name} {score:.2f} < {config.threshold_for(name):g}"
+            for name, score in scores.items() if score < config.threshold_for(name)]
+
+
+def decide(group: list[dict], config: SampleConfig) -> list[dict]:
+    """Set `status` (kept / rejected) and `reason` on every candidate of one prompt."""
+    eligible = []
+    for c in group:
+        trips = monitor_trips(c["monitors"], config.monitors)
+        if trips:
+            c["status"], c["reason"] = "rejected", "monitor: " + "; ".join(trips)
+        elif config.keep == "threshold":
+            misses = below_thresholds(c["scores"], config)
+            c["status"], c["reason"] = ("rejected", "below threshold: " + "; ".join(misses)) if misses else (
+                "kept", "every principle at or above its threshold")
+        else:
+            eligible.append(c)
+    if config.keep == "best":
+        ranked = sorted(eligible, key=lambda c: -c["total"])
+        for rank, c in enumerate(ranked, 1):
+            kept = rank <= config.keep_best
+            c["status"] = "kept" if kept else "rejected"
+            c["reason"] = f"rank {rank} of {len(group)} by total score" + ("" if kept else f"; only the best {config.keep_best} kept")
+    return group

@@ -1,0 +1,140 @@
+"""`tether sft`: tune the policy on an audited corpus, and show whether it moved where the corpus points.
+
+    tether sft corpus/cheerful --set output_dir=runs/sft-cheerful
+    tether sft --resume runs/sft-cheerful
+
+Reads top to bottom: corpus -> run directory -> held-out evaluation of the untuned policy
+-> TRL's SFTTrainer with a LoRA adapter on the prompt/completion pairs (loss on the
+completion only) -> the same evaluation of the tuned policy -> eval.json. The evaluation
+samples each held-out prompt as `tether sample` would and scores it with the corpus's own
+constitution, reporting mean scores and the pass rate under the corpus's thresholds and
+monitors: the acceptance rate a next round of sampling would see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tether import atomic, progress
+from tether.corpus import CorpusDir
+from tether.errors import TetherError
+from tether.evaluator import Evaluator
+from tether.models import load_causal_lm
+from tether.rundir import RunDir
+from tether.sample import Generator, independent, load_policy
+from tether.sample_config import SampleConfig, SftConfig
+from tether.selection import decide, monitor_values
+from tether.texts import read_prompts
+
+
+def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Path | None = None,
+            force: bool = False) -> tuple[RunDir, dict]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    # --- the corpus and the run directory ----------------------------------------------------
+    run = RunDir(resume_dir or config.output_dir)
+    checkpoint = None
+    if resume_dir is not None:
+        stored = run.config()
+        corpus_dir = stored["corpus"]
+        if run.is_finished():
+            raise TetherError(f"{run.path}: this run has finished; nothing to resume")
+    corpus = CorpusDir(corpus_dir).require()
+    constitution = corpus.constitution()
+    corpus.check_constitution(constitution)
+    examples = corpus.corpus()
+    if not examples:
+        raise TetherError(f"{corpus.corpus_path}: empty; nothing to train on (accept some samples first)")
+    sampled = SampleConfig.model_validate(corpus.config())
+    if resume_dir is not None:
+        if stored["constitution_sha256"] != constitution.fingerprint():
+            raise TetherError(f"{corpus.path}: its constitution changed since {run.path} started; start a new run")
+        checkpoint, done_steps = run.last_checkpoint()
+        run.rewind_to(done_steps)
+        run.event("resume", from_step=done_steps)
+    else:
+        run.start({**config.model_dump(mode="json"), "corpus": str(corpus.path),
+                   "constitution_sha256": constitution.fingerprint()}, force=force)
+
+    # --- the policy and the held-out evaluation before tuning ---------------------------------
+    set_seed(config.seed)
+    policy, tokenizer = load_policy(sampled.model_copy(update={"policy_model": config.policy_model or sampled.policy_model}))
+    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model)
+    judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
+    heldout = read_prompts(config.heldout_prompts or sampled.prompts)
+    evaluate = HeldOut(judge, heldout, sampled, config)
+    before = evaluate(policy, tokenizer, "before")
+
+    # --- SFT with TRL -----------------------------------------------------------------------------
+    class LogMetrics(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            run.append("metrics.jsonl", [{"step": state.global_step, **(logs or {})}])
+
+    trainer = SFTTrainer(
+        model=policy,
+        args=SFTConfig(
+            output_dir=str(run.checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate, max_length=config.max_length, logging_steps=1, save_strategy="epoch",
+            report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(),
+        ),
+        train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                               target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
+        callbacks=[LogMetrics()],
+    )
+    progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.save_model(str(run.path / "final"))
+
+    # --- the same evaluation after, and the end --------------------------------------------------
+    after = evaluate(trainer.model.eval(), tokenizer, "after")
+    evaluation = compare(before, after, config, heldout)
+    atomic.write_json(run.path / "eval.json", evaluation)
+    run.finish({"steps": trainer.state.global_step, "examples": len(examples), "eval": evaluation["pass_rate"]})
+    return run, evaluation
+
+
+class HeldOut:
+    """Completions for the held-out prompts, judged and filtered as `tether sample` would."""
+
+    def __init__(self, judge: Evaluator, prompts: list[str], sampled: SampleConfig, config: SftConfig):
+        self.judge, self.prompts, self.config = judge, prompts, config
+        self.rules = sampled.model_copy(update={"keep": "threshold"})
+        self.tokens = config.max_completion_tokens or sampled.max_completion_tokens
+
+    def __call__(self, model, tokenizer, label: str) -> list[dict]:
+        gen = Generator(model, tokenizer, temperature=self.rules.temperature,
+                        suppress_special_tokens=self.rules.suppress_special_tokens)
+        rows = []
+        for i, prompt in enumerate(progress.track(self.prompts, f"Held-out prompts ({label})", total=len(self.prompts))):
+            torch.manual_seed(self.config.seed * 100_003 + i)  # the same draws before and after
+            completions = independent(gen, prompt, self.config.eval_completions_per_prompt, self.tokens)
+            result = self.judge.score([prompt + c for c in completions])
+            group = [{"prompt": prompt, "completion": c, "total": float(t), "scores": dict(zip(result.names, map(float, s))),
+                      "monitors": monitor_values(c)} for c, t, s in zip(completions, result.total(), result.scores())]
+            rows += decide(group, self.rules)
+        return rows
+
+
+def compare(before: list[dict], after: list[dict], config: SftConfig, prompts: list[str]) -> dict:
+    names = list(before[0]["scores"]) + ["total"]
+
+    def mean(rows, name):
+        return float(np.mean([r["total"] if name == "total" else r["scores"][name] for r in rows]))
+
+    def passed(rows):
+        return sum(r["status"] == "kept" for r in rows) / len(rows)
+
+    return {
+        "prompts": len(prompts), "completions": len(before), "heldout_prompts": str(config.heldout_prompts or "(corpus prompts)"),
+        "mean_scores": {n: {"before": round(mean(before, n), 4), "after": round(mean(after, n), 4)} for n in names},
+        "pass_rate": {"before": round(passed(before), 4), "after": round(passed(after), 4)},
+        "samples": {"before": before, "after": after},
+    }
