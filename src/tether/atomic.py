@@ -2,17 +2,20 @@
 
 Every output goes to a temporary file in the same folder and is moved over the target
 with `os.replace`, which is atomic on POSIX and Windows: a reader sees the old file or
-the new one, never a mixture.
+the new one, never a mixture. A folder (a saved model) is built under a temporary sibling
+name and renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tether.errors import TetherError
@@ -20,6 +23,11 @@ from tether.errors import TetherError
 
 def write_text(path: str | Path, text: str) -> Path:
     """Atomically replace `path` with `text` (UTF-8)."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically replace `path` with `data` (an image, say)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,8 +35,8 @@ def write_text(path: str | Path, text: str) -> Path:
     except OSError as e:
         raise TetherError(f"{path}: cannot write here ({e.strerror})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -36,6 +44,32 @@ def write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to fill; it replaces `path` only when the block ends without error."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        umask = os.umask(0)
+        os.umask(umask)
+        building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a saved model from other users
+    except OSError as e:
+        raise TetherError(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        yield building
+        if path.exists():  # swap, then delete the old one: never a moment with half of either
+            old = building.with_suffix(".old")
+            os.replace(path, old)
+            os.replace(building, path)
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            os.replace(building, path)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
 
 
 def write_json(path: str | Path, obj) -> Path:

@@ -14,6 +14,7 @@ metrics.jsonl (one line a step) and samples.jsonl (every completion).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from transformers import TrainerCallback
@@ -27,12 +28,27 @@ from tether.rewards import ConstitutionReward
 from tether.rundir import RunDir
 
 
+@dataclass
+class RewardTerm:
+    """One reward function and its weight in TRL's sum (`reward_weights`).
+
+    A term other than the constitution (a defense) keeps its latest batch's values in
+    `function.last_values` and its cost in `function.last_seconds`; the monitor callback
+    logs them as `defense/{name}/...` and `time/{name}`.
+    """
+
+    name: str
+    weight: float
+    function: object
+
+
 class MonitorCallback(TrainerCallback):
     def __init__(self, reward: ConstitutionReward, gold: Evaluator | None = None, run_dir: RunDir | None = None,
-                 drift: EmbeddingDrift | None = None):
+                 drift: EmbeddingDrift | None = None, terms: list[RewardTerm] = (), constitution_weight: float = 1.0):
         if not isinstance(reward, ConstitutionReward):
             raise TypeError("MonitorCallback watches a ConstitutionReward; pass the one given to the trainer")
-        self.reward, self.gold, self.run_dir, self.drift = reward, gold, run_dir, drift
+        self.reward, self.gold, self.run_dir, self.drift, self.terms = reward, gold, run_dir, drift, list(terms)
+        self.constitution_weight = constitution_weight  # its weight in TRL's sum, for the defenses' shares
         self._last_step = -1
         self._step_start = time.perf_counter()
 
@@ -56,7 +72,8 @@ class MonitorCallback(TrainerCallback):
         totals, scores = result.total(), result.scores()
         return ranks.gather([
             {"prompt": p, "completion": c, "text": t, "train": float(totals[i]),
-             **{f"train/{name}": float(scores[i, k]) for k, name in enumerate(result.names)}}
+             **{f"train/{name}": float(scores[i, k]) for k, name in enumerate(result.names)},
+             **{term.name: float(term.function.last_values[i]) for term in self.terms}}
             for i, (p, c, t) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions, result.texts))
         ])
 
@@ -66,6 +83,7 @@ class MonitorCallback(TrainerCallback):
         train = np.array([row["train"] for row in batch])
         metrics = {"step": step, **(logs or {}), **text_monitors(completions), "reward/train": float(train.mean()),
                    "time/train_judge": self.reward.last_seconds}
+        metrics.update(self._defense_metrics(train, batch))
         metrics["time/monitors"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.gold is not None:
             gold = self.gold.score([row["text"] for row in batch]).total()
@@ -88,6 +106,22 @@ class MonitorCallback(TrainerCallback):
                 {"step": step, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "text"}}
                 for row in batch
             ])
+        return metrics
+
+    def _defense_metrics(self, train: np.ndarray, batch: list[dict]) -> dict:
+        """Each defense's mean value, its weighted part of the reward, its share of it, its cost."""
+        if not self.terms:
+            return {}
+        means = {t.name: float(np.nanmean([row[t.name] for row in batch])) for t in self.terms}
+        sizes = {t.name: t.weight * float(np.nanmean([abs(row[t.name]) for row in batch])) for t in self.terms}
+        whole = self.constitution_weight * float(np.abs(train).mean()) + sum(sizes.values())
+        metrics = {"reward/total": self.constitution_weight * float(train.mean())
+                   + sum(t.weight * means[t.name] for t in self.terms)}
+        for t in self.terms:
+            metrics.update({f"defense/{t.name}/mean": means[t.name], f"defense/{t.name}/weighted": t.weight * means[t.name],
+                            f"defense/{t.name}/share": sizes[t.name] / whole if whole else 0.0,
+                            f"time/{t.name}": t.function.last_seconds})
+            metrics.update({f"defense/{t.name}/{k}": v for k, v in getattr(t.function, "summary", dict)().items()})
         return metrics
 
     def on_save(self, args, state, control, **kwargs):

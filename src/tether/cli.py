@@ -218,6 +218,41 @@ def sft(
     stdout.print(f"run finished: {run.path}; adapter: {run.path / 'final'}")
 
 
+@app.command()
+def blend(
+    tuned: Annotated[Path, typer.Option(help="a run directory (its final/), a checkpoint or LoRA adapter folder, or a full model folder")],
+    base: Annotated[Optional[str], typer.Option(help="the base model (default: the run's policy_model)")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
+    sweep: Annotated[Optional[str], typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="held-out prompts for the sweep (default: the run's, not held out)")] = None,
+    completions: Annotated[int, typer.Option(min=1, help="sweep: completions per prompt at each A")] = 4,
+    gold_tolerance: Annotated[float, typer.Option(min=0, help="sweep: recommend the most-tuned A within this of the best gold score")] = 0.05,
+    save_merged: Annotated[bool, typer.Option(help="sweep: also write each A's merged model to OUT/merged-A<A>")] = False,
+    force: Annotated[bool, typer.Option(help="--alpha: replace an existing --out folder")] = False,
+    quiet: QuietOpt = False,
+):
+    """Blend tuned weights back toward the base, base + A * (tuned - base): write one A, or sweep several and recommend one."""
+    from tether.defenses.blend import blend_to_folder, parse_alphas, sweep_blends, sweep_table
+    from tether.display import stdout
+
+    progress.set_enabled(not quiet)
+    if (alpha is None) == (sweep is None):
+        raise TetherError("give --alpha A to write one blended model, or --sweep 0,0.5,1 to compare several")
+    if alpha is not None:
+        if out is None:
+            raise TetherError("--alpha writes a model folder: give --out DIR")
+        path = blend_to_folder(tuned, alpha, out, base=base, config=config, force=force)
+        stdout.print(f"wrote {path} (alpha {alpha:g}; see blend.json)")
+        return
+    result = sweep_blends(tuned, parse_alphas(sweep), base=base, config=config, out=out, prompts=prompts,
+                          completions=completions, gold_tolerance=gold_tolerance, save_merged=save_merged)
+    stdout.print(_table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
+    stdout.print(f"[bold]recommended:[/] A={result.recommended['alpha']:g}: {escape(result.reason)}")
+    stdout.print(f"wrote {result.out}/sweep.md, sweep.csv, sweep.json, sweep.png, samples.jsonl")
+
+
 def _table(title: str, header: list[str], rows: list[list[str]]):
     from rich.table import Table
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from tether.evaluator import Evaluator, ScoreResult
 
 
-def _plain_text(item) -> str:
+def plain_text(item) -> str:
     """TRL passes strings, or for chat datasets a list of {role, content} messages."""
     if isinstance(item, str):
         return item
@@ -47,8 +47,8 @@ class ConstitutionReward:
         self.last_seconds = 0.0  # judging time, logged as time/train_judge
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
-        self.last_prompts = [_plain_text(p) for p in prompts]
-        self.last_completions = [_plain_text(c) for c in completions]
+        self.last_prompts = [plain_text(p) for p in prompts]
+        self.last_completions = [plain_text(c) for c in completions]
         if self.include_prompt:
             texts = [p + c for p, c in zip(self.last_prompts, self.last_completions)]
         else:

@@ -18,7 +18,9 @@ import torch
 from transformers import PrinterCallback
 
 from tether import progress, ranks
-from tether.callbacks import DetectorCallback, MonitorCallback, StepPrinter
+from tether.callbacks import DetectorCallback, MonitorCallback, RewardTerm, StepPrinter
+from tether.defenses.embedding_kl import EmbeddingKL
+from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
 from tether.evaluator import Evaluator
 from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
@@ -79,21 +81,38 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                          debias=config.gold_debias, batch_size=config.judge_batch_size)
     reward = ConstitutionReward(judge)
     suppress = _suppressed_ids(tokenizer, config)
-    drift = _embedding_drift(config, run, policy, tokenizer, prompts, suppress)
+    embedder = load_embedder(config.embedder) if config.embedder else None
+    base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
+    drift = EmbeddingDrift(embedder, base_samples) if embedder else None
+
+    # --- the reward: the constitution, and the defenses that are on ---------------------
+    terms = [RewardTerm("constitution", config.constitution_weight, reward)]
+    if config.embedding_kl.coef:
+        terms.append(RewardTerm("embedding_kl", config.embedding_kl.coef, EmbeddingKL(
+            embedder, base_samples, config.embedding_kl.distance, config.embedding_kl.bandwidth)))
+    utility = None
+    if config.utility.weight:
+        stored = checkpoint / "values" if checkpoint else None  # the store as it was at the checkpoint
+        utility = InstrumentalUtility(embedder, config.utility,
+                                      ValueStore.load(stored) if stored and stored.exists() else None)
+        terms.append(RewardTerm("utility", config.utility.weight, utility))
 
     # --- the TRL trainer ----------------------------------------------------------------
     detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
-    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args)
+    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args,
+                                            weights=[t.weight for t in terms])
     trainer = trainer_cls(
         model=policy,
-        reward_funcs=[reward],
+        reward_funcs=[t.function for t in terms],
         args=trainer_args,
         processing_class=tokenizer,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[MonitorCallback(reward, gold=gold, run_dir=run, drift=drift), detector, StepPrinter(config.steps),
-                   *(callbacks or [])],
+        callbacks=[*([ValueStoreCallback(utility, run)] if utility else []),
+                   MonitorCallback(reward, gold=gold, run_dir=run, drift=drift, terms=terms[1:],
+                                   constitution_weight=config.constitution_weight), detector,
+                   StepPrinter(config.steps), *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
     if ranks.is_main():
@@ -125,13 +144,13 @@ def _check_batch_splits(config: TuneConfig) -> None:
 
 def _ranks_agree(log_history: list[dict]) -> bool:
     """Every process logged the same tether metrics (the detectors on each decided alike)."""
-    mine = [{k: v for k, v in entry.items() if "/" in k and k.split("/")[0] in ("monitor", "gold", "drift", "reward")}
+    mine = [{k: v for k, v in entry.items() if "/" in k and k.split("/")[0] in ("monitor", "gold", "drift", "reward", "defense")}
             for entry in log_history]
     return all(other == mine for other in ranks.gather([mine]))
 
 
-def _embedding_drift(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, suppress) -> EmbeddingDrift | None:
-    """Base completions are sampled before any training and cached in the run directory."""
+def _base_samples(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, suppress) -> dict[str, list[str]] | None:
+    """The base model's completions, sampled before any training and cached in the run directory."""
     if config.embedder is None:
         return None
     path = run.path / "base_samples.jsonl"
@@ -140,7 +159,7 @@ def _embedding_drift(config: TuneConfig, run: RunDir, policy, tokenizer, prompts
                               config.max_completion_tokens, config.temperature, suppress, config.seed)
         save_base(path, samples)
     ranks.barrier()
-    return EmbeddingDrift(load_embedder(config.embedder), load_base(path))
+    return load_base(path)
 
 
 def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:
@@ -150,7 +169,7 @@ def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:
     return sorted(SafeTokenizer(tokenizer).control_ids - {tokenizer.eos_token_id})
 
 
-def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vllm_args: dict):
+def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vllm_args: dict, weights: list[float]):
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if config.algorithm == "grpo" else (RLOOTrainer, RLOOConfig)
@@ -163,6 +182,7 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vll
         temperature=config.temperature,
         learning_rate=config.learning_rate,
         beta=config.kl_coef,
+        reward_weights=weights,
         generation_kwargs=_suppression(suppress, vllm=bool(vllm_args)),
         logging_steps=1,
         save_strategy="steps",

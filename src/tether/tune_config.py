@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tether.defenses.embedding_kl import EmbeddingKLConfig
+from tether.defenses.utility import UtilityConfig
 from tether.detectors import DetectorConfig
 from tether.errors import TetherError
 from tether.models import EMBEDDED_LM
@@ -54,9 +56,23 @@ class TuneConfig(BaseModel):
 
     # --- monitors -----------------------------------------------------------------------
     embedder: str | None = Field(
-        "embedded:all-minilm-l6-v2", description="sentence embedder for the drift monitor; null switches drift off"
+        "embedded:all-minilm-l6-v2",
+        description="sentence embedder for the drift monitor and the embedding defenses; null switches drift off",
     )
-    base_samples_per_prompt: int = Field(4, ge=1, description="base-model completions per prompt, sampled once, for drift")
+    base_samples_per_prompt: int = Field(
+        8, ge=2, description="base-model completions per prompt, sampled once: what drift and embedding KL measure against"
+    )
+
+    # --- defenses: reward terms beside the constitution (docs/design-defenses.md) -------
+    constitution_weight: float = Field(
+        1.0, ge=0, description="the constitution's weight in the reward; 0 lets the utility replace it (still scored and monitored)"
+    )
+    embedding_kl: EmbeddingKLConfig = Field(
+        default_factory=EmbeddingKLConfig, description="KL in an embedding space, a penalty in the reward (see below)"
+    )
+    utility: UtilityConfig = Field(
+        default_factory=UtilityConfig, description="an instrumental utility function, a reward term (see below)"
+    )
 
     # --- hack detectors ------------------------------------------------------------------
     on_hack: Literal["warn", "stop"] = Field(
@@ -76,6 +92,17 @@ class TuneConfig(BaseModel):
     output_dir: Path = Field(Path("runs/cheerful"), description="the run directory")
     save_every: int = Field(10, ge=1, description="save a LoRA checkpoint every N steps (and at the end)")
     judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+
+    @model_validator(mode="after")
+    def _defenses_are_complete(self) -> TuneConfig:
+        on = [name for name, weight in (("embedding_kl", self.embedding_kl.coef), ("utility", self.utility.weight)) if weight]
+        if on and self.embedder is None:
+            raise ValueError(f"{' and '.join(on)} need a sentence embedder; set embedder (e.g. embedded:all-minilm-l6-v2)")
+        if self.utility.weight and not self.utility.terminals:
+            raise ValueError("utility.weight > 0 needs utility.terminals: texts of what you want")
+        if not (self.constitution_weight or self.utility.weight):
+            raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
+        return self
 
 
 def load_tune_config(path: str | Path, overrides: list[str] = ()) -> TuneConfig:
@@ -106,6 +133,8 @@ def load_tune_config(path: str | Path, overrides: list[str] = ()) -> TuneConfig:
         return TuneConfig.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
+        if first["type"] == "value_error":  # a rule across fields (a defense without its embedder, ...)
+            raise TetherError(f"{path}: {first['msg'].removeprefix('Value error, ')}") from None
         where = ".".join(map(str, first["loc"]))
         field = TuneConfig.model_fields.get(str(first["loc"][0]))
         hint = f"; expected {field.description}" if field and first["type"] != "extra_forbidden" else ""

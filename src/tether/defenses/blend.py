@@ -1,0 +1,480 @@
+"""Checkpoint blending: the weights base + A * (tuned - base), one model or a sweep over A.
+
+The source text: "take the weights of the base model and interpolate (weighted average)
+them with the weights of the RL tuned model. This seems to undo more of the damage from
+the misspecified objective than it undoes the helpful parts of the RL tuning."
+
+    tether blend --tuned runs/cheerful --alpha 0.5 --out models/cheerful-half
+    tether blend --tuned runs/cheerful --sweep 0,0.25,0.5,0.75,1 --prompts examples/prompts_heldout.txt
+
+How the blend is made, exactly at both ends:
+- a LoRA adapter (a run's `final/` or a checkpoint): its update is dW = B @ A * scaling, so
+  multiplying every LoRA layer's `scaling` by A gives base + A * dW in memory; to write
+  it, `merge_and_unload()` folds it into the weights;
+- a full model: every floating-point tensor is `torch.lerp(base, tuned, A)`.
+
+The sweep samples every A with the same seeds (seed + prompt index before each prompt),
+so points differ only by the weights, and measures each: the train judge, the gold judge,
+the text monitors, embedding drift from the base's own completions, and the exact token
+KL(blend || base) over the vocabulary, averaged over each completion's positions
+(teacher-forced on the blend's own completions, both models at temperature 1).
+
+A point is on the Pareto front when no other point is at least as good on train score
+(up), gold score (up) and KL (down) and better on one; without a gold judge, on train and
+KL. The recommended A keeps as much of the tuning as the gold judge allows: among the
+points whose gold score is within `gold_tolerance` (log-odds) of the sweep's best gold
+score, the highest train score (ties: higher gold, then lower KL). Without a gold judge:
+the highest train score among the points that trip none of the run's monitor thresholds
+(affirmation rate, repetition, longest repeat run, special-token rate); if none passes,
+the lowest KL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tether import atomic, progress
+from tether.detectors import DetectorConfig, check
+from tether.errors import TetherError
+from tether.models import load_causal_lm
+from tether.rundir import RunDir
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+# --- what to blend ------------------------------------------------------------------------
+
+
+@dataclass
+class Tuned:
+    """The tuned weights: their folder, their kind (lora or full) and the run directory around them."""
+
+    folder: Path
+    kind: str
+    run_dir: Path | None
+
+
+def find_tuned(path: str | Path) -> Tuned:
+    """A run directory (its `final/`), a checkpoint or adapter folder, or a full model folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise TetherError(f"--tuned {path}: no such folder")
+    around = [path, path.parent if path.name == "final" else None,
+              path.parent.parent if path.parent.name == "checkpoints" else None]
+    run_dir = next((p for p in around if p is not None and RunDir(p).has_run()), None)
+    folder = path / "final" if run_dir == path else path
+    if run_dir == path and not folder.is_dir():
+        raise TetherError(f"{path}: this run has no final/ adapter yet; pass a checkpoint: "
+                          f"{path / 'checkpoints' / 'checkpoint-N'}")
+    if (folder / ADAPTER_CONFIG).is_file():
+        return Tuned(folder, "lora", run_dir)
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return Tuned(folder, "full", run_dir)
+    raise TetherError(f"{folder}: neither a LoRA adapter ({ADAPTER_CONFIG}) nor a model (config.json and "
+                      f".safetensors weights)")
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0 <= alpha <= 1:
+        raise TetherError(f"alpha {alpha:g}: must be within [0, 1] (0: the base model, 1: the tuned one)")
+    return alpha
+
+
+def parse_alphas(text: str) -> list[float]:
+    """'0,0.25,0.5' -> [0.0, 0.25, 0.5]: sorted, each once, each checked."""
+    try:
+        alphas = sorted({float(a) for a in text.split(",") if a.strip()})
+    except ValueError:
+        raise TetherError(f"--sweep {text!r}: write numbers in [0, 1] separated by commas, e.g. 0,0.5,1") from None
+    if not alphas:
+        raise TetherError(f"--sweep {text!r}: no values of A given")
+    return [check_alpha(a) for a in alphas]
+
+
+def run_config(tuned: Tuned, config: str | Path | None = None):
+    """The tune settings: the `config` file if given, else the run directory's config.yaml."""
+    from pydantic import ValidationError
+
+    from tether.tune_config import TuneConfig, load_tune_config
+
+    if config is not None:
+        return load_tune_config(config)
+    if tuned.run_dir is None:
+        raise TetherError(f"{tuned.folder}: not inside a run directory; pass --config TUNE.yaml for the judges and "
+                          f"sampling settings")
+    try:
+        return TuneConfig.model_validate(RunDir(tuned.run_dir).config())
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "config"
+        raise TetherError(f"{tuned.run_dir / 'config.yaml'}: not a valid `tether tune` config ({where}: "
+                          f"{first['msg']}); pass --config TUNE.yaml") from None
+
+
+def base_name(tuned: Tuned, base: str | None, config: str | Path | None = None) -> str:
+    """--base, else the policy_model of --config or of the run's config.yaml."""
+    if base:
+        return base
+    if config is not None:
+        return run_config(tuned, config).policy_model
+    stored = RunDir(tuned.run_dir).config() if tuned.run_dir is not None else {}
+    if stored.get("policy_model"):
+        return stored["policy_model"]
+    raise TetherError(f"{tuned.folder}: not inside a run directory, so the base model is unknown; pass --base MODEL")
+
+
+# --- the blend, in memory -------------------------------------------------------------------
+
+
+class Blend:
+    """base + alpha * (tuned - base), held in `model` and changed in place by `set_alpha`."""
+
+    def __init__(self, tuned: Tuned, base: str):
+        self.tuned, self.base_name, self.alpha = tuned, base, 1.0
+        base_model, self.tokenizer = load_causal_lm(base)
+        if tuned.kind == "lora":
+            from peft.tuners.lora import LoraLayer
+
+            self.model = _load_adapter(base_model, tuned.folder)
+            self._scalings = [(layer, name, scale) for layer in self.model.modules() if isinstance(layer, LoraLayer)
+                              for name, scale in layer.scaling.items()]
+        else:
+            self.base_model, self.model = base_model, _load_full(tuned.folder, base_model, base)
+            self._base = base_model.state_dict()
+            self._targets = _floating(self.model)
+            self._tuned = {k: v.clone() for k, v in self._targets.items()}
+
+    @torch.no_grad()
+    def set_alpha(self, alpha: float) -> None:
+        check_alpha(alpha)
+        if self.tuned.kind == "lora":
+            for layer, name, scale in self._scalings:
+                layer.scaling[name] = scale * alpha
+        else:
+            for key, target in self._targets.items():
+                target.copy_(torch.lerp(self._base[key], self._tuned[key], alpha))
+        self.alpha = alpha
+
+    @contextlib.contextmanager
+    def base(self):
+        """The base model itself, for reference logits and base samples."""
+        if self.tuned.kind == "lora":
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.base_model
+
+    def merged(self):
+        """A plain transformers model holding the blend at the current alpha (a copy)."""
+        model = copy.deepcopy(self.model)
+        return model.merge_and_unload() if self.tuned.kind == "lora" else model
+
+    def describe(self) -> dict:
+        return {"base": self.base_name, "tuned": str(self.tuned.folder), "kind": self.tuned.kind,
+                "alpha": self.alpha, "weights": "base + alpha * (tuned - base)"}
+
+
+def _load_adapter(model, folder: Path):
+    from peft import PeftModel
+
+    try:
+        settings = json.loads((folder / ADAPTER_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise TetherError(f"{folder / ADAPTER_CONFIG}: cannot read it ({e})") from None
+    if settings.get("peft_type") != "LORA":
+        raise TetherError(f"{folder}: a {settings.get('peft_type')} adapter; blending takes LoRA adapters")
+    if settings.get("use_dora") or settings.get("modules_to_save"):
+        raise TetherError(f"{folder}: a DoRA adapter or one with fully trained modules (modules_to_save) is not "
+                          f"linear in its LoRA scale; merge it into a full model folder and blend that")
+    try:
+        return PeftModel.from_pretrained(model, str(folder)).eval()
+    except (RuntimeError, ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0]
+        raise TetherError(f"{folder}: cannot load this adapter onto the base model ({reason})") from None
+
+
+def _load_full(folder: Path, base_model, base: str):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True).eval()
+    except (OSError, ValueError) as e:
+        raise TetherError(f"{folder}: cannot load this model ({str(e).strip().splitlines()[0]})") from None
+    ours, theirs = base_model.state_dict(), model.state_dict()
+    odd = sorted(ours.keys() ^ theirs.keys()) or [k for k in ours if ours[k].shape != theirs[k].shape]
+    if odd:
+        raise TetherError(f"{folder}: its weights do not match the base model {base}'s (first difference: "
+                          f"tensor {odd[0]}); blend a model tuned from this base")
+    return model
+
+
+def _floating(model) -> dict[str, torch.Tensor]:
+    """The floating-point tensors of a state dict, tied ones once."""
+    seen, out = set(), {}
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            out[key] = tensor
+    return out
+
+
+def save_blend(blend: Blend, out: str | Path) -> Path:
+    """The merged weights (safetensors), the tokenizer and blend.json, renamed into `out` when complete."""
+    model = blend.merged()
+    with atomic.folder(out) as building:
+        model.save_pretrained(building)
+        blend.tokenizer.save_pretrained(building)
+        atomic.write_json(building / "blend.json", blend.describe())
+    return Path(out)
+
+
+def blend_to_folder(tuned_path: str | Path, alpha: float, out: str | Path, *, base: str | None = None,
+                    config: str | Path | None = None, force: bool = False) -> Path:
+    """`tether blend --alpha`: every input checked before any model is loaded."""
+    check_alpha(alpha)
+    tuned = find_tuned(tuned_path)
+    name = base_name(tuned, base, config)
+    if Path(out).exists() and not force:
+        raise TetherError(f"{out}: already exists; pass --force to replace it")
+    blend = Blend(tuned, name)
+    blend.set_alpha(alpha)
+    return save_blend(blend, out)
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sweep:
+    rows: list[dict]  # one per alpha: scores, KL, drift, monitors, pareto, recommended
+    rule: str  # the recommendation rule used
+    reason: str  # why the recommended alpha, in one line
+    out: Path
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def recommended(self) -> dict:
+        return next(r for r in self.rows if r["recommended"])
+
+
+@torch.inference_mode()
+def token_kl(blend: Blend, prompt_ids: list[int], branches) -> list[float]:
+    """Per completion: KL(blend || base) over the vocabulary, averaged over the positions that predict it.
+
+    Positions: each completion token's, and the end-of-text's when the completion ended.
+    """
+    rows = [prompt_ids + b.ids for b in branches]
+    width = max(map(len, rows))
+    pad = blend.tokenizer.pad_token_id if blend.tokenizer.pad_token_id is not None else blend.tokenizer.eos_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    logp = torch.log_softmax(blend.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    with blend.base() as base:
+        logq = torch.log_softmax(base(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)
+    start = len(prompt_ids) - 1
+    return [float(kl[i, start : start + len(b.ids) + b.finished].mean()) for i, b in enumerate(branches)]
+
+
+def pareto_front(rows: list[dict], goals: list[tuple[str, int]]) -> list[bool]:
+    """Per row: True if no other row is at least as good on every goal and better on one.
+
+    goals: (column, +1 to maximise or -1 to minimise).
+    """
+    def dominates(p, q):
+        return all(s * p[k] >= s * q[k] for k, s in goals) and any(s * p[k] > s * q[k] for k, s in goals)
+
+    return [not any(dominates(other, row) for other in rows) for row in rows]
+
+
+def recommend(rows: list[dict], gold_tolerance: float, detectors: DetectorConfig) -> tuple[int, str, str]:
+    """(row index, rule, reason): see the module docstring for the rule."""
+    if "gold" in rows[0]:
+        best = max(r["gold"] for r in rows)
+        near = [i for i, r in enumerate(rows) if r["gold"] >= best - gold_tolerance]
+        pick = max(near, key=lambda i: (rows[i]["train"], rows[i]["gold"], -rows[i]["kl"]))
+        rule = f"highest train score among the points within {gold_tolerance:g} of the best gold score"
+        return pick, rule, (f"A={rows[pick]['alpha']:g} keeps the most train score ({rows[pick]['train']:+.3f}) with its "
+                            f"gold score ({rows[pick]['gold']:+.3f}) within {gold_tolerance:g} of the best ({best:+.3f})")
+    rule = "highest train score among the points that trip no monitor threshold (no gold judge)"
+    passing = [i for i, r in enumerate(rows) if not r["trips"]]
+    if not passing:
+        pick = min(range(len(rows)), key=lambda i: rows[i]["kl"])
+        return pick, rule, (f"every point trips a monitor threshold; A={rows[pick]['alpha']:g} is the least changed "
+                            f"(lowest KL)")
+    pick = max(passing, key=lambda i: (rows[i]["train"], -rows[i]["kl"]))
+    return pick, rule, (f"A={rows[pick]['alpha']:g} has the highest train score ({rows[pick]['train']:+.3f}) of the "
+                        f"{len(passing)} point(s) that trip no monitor threshold")
+
+
+def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | None = None, config: str | Path | None = None,
+                 out: str | Path | None = None, prompts: str | Path | None = None, completions: int = 4,
+                 gold_tolerance: float = 0.05, save_merged: bool = False) -> Sweep:
+    """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`."""
+    from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
+    from tether.evaluator import Evaluator
+    from tether.models import load_embedder
+    from tether.monitors import text_monitors
+    from tether.sample import Branch, Generator
+    from tether.texts import read_prompts
+
+    alphas = [check_alpha(a) for a in alphas]
+    if completions < 1:
+        raise TetherError(f"--completions {completions}: must be at least 1")
+    tuned = find_tuned(tuned_path)
+    settings = run_config(tuned, config)
+    if out is None and tuned.run_dir is None:
+        raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")
+    out = Path(out) if out is not None else tuned.run_dir / "blend"
+    prompt_file = Path(prompts) if prompts is not None else settings.prompts
+    prompt_list = list(dict.fromkeys(read_prompts(prompt_file)))
+    if prompts is None:
+        progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
+                               f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
+
+    blend = Blend(tuned, base_name(tuned, base, config))
+    judge_model, judge_tokenizer = load_causal_lm(settings.judge_model)
+    judge = Evaluator(judge_model, settings.constitution, tokenizer=judge_tokenizer, batch_size=settings.judge_batch_size)
+    gold = None
+    if settings.gold_constitution is not None:
+        if settings.gold_model not in (None, settings.judge_model):
+            judge_model, judge_tokenizer = load_causal_lm(settings.gold_model)
+        gold = Evaluator(judge_model, settings.gold_constitution, tokenizer=judge_tokenizer,
+                         debias=settings.gold_debias, batch_size=settings.judge_batch_size)
+    gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
+                    suppress_special_tokens=settings.suppress_special_tokens)
+
+    drift = None
+    if settings.embedder is not None:  # the base's own completions, sampled once with another seed
+        cache = out / "base_samples.jsonl"
+        base_samples = load_base(cache) if cache.exists() else {}
+        if set(base_samples) != set(prompt_list) or any(len(c) != settings.base_samples_per_prompt
+                                                        for c in base_samples.values()):
+            with blend.base() as base_model:
+                base_samples = sample_base(base_model, blend.tokenizer, prompt_list, settings.base_samples_per_prompt,
+                                           settings.max_completion_tokens, settings.temperature, gen.suppress,
+                                           settings.seed + 1)
+            save_base(cache, base_samples)
+        drift = EmbeddingDrift(load_embedder(settings.embedder), base_samples)
+
+    rows, samples = [], []
+    for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
+        blend.set_alpha(alpha)
+        drawn = []
+        for i, prompt in enumerate(prompt_list):
+            torch.manual_seed(settings.seed + i)
+            prompt_ids = gen.prompt_ids(prompt)
+            branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
+            drawn += [{"alpha": alpha, "prompt_index": i, "prompt": prompt, "completion": gen.text(b), "kl": kl}
+                      for b, kl in zip(branches, token_kl(blend, prompt_ids, branches))]
+        texts = [d["prompt"] + d["completion"] for d in drawn]
+        for d, score in zip(drawn, judge.score(texts).total()):
+            d["train"] = float(score)
+        if gold is not None:
+            for d, score in zip(drawn, gold.score(texts).total()):
+                d["gold"] = float(score)
+        if drift is not None:
+            for d, distance in zip(drawn, drift.distances([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
+                d["drift"] = float(distance)
+        monitors = text_monitors([d["completion"] for d in drawn])
+        trips = check([{"step": 0, **monitors}], settings.detectors)
+        rows.append({"alpha": alpha, **{k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "drift")
+                                        if k in drawn[0]},
+                     **monitors, "trips": ", ".join(t.detector for t in trips)})
+        samples += drawn
+        if save_merged:
+            save_blend(blend, out / f"merged-A{alpha:g}")
+
+    goals = [("train", 1), ("gold", 1), ("kl", -1)] if gold is not None else [("train", 1), ("kl", -1)]
+    pick, rule, reason = recommend(rows, gold_tolerance, settings.detectors)
+    for i, (row, on_front) in enumerate(zip(rows, pareto_front(rows, goals))):
+        row["pareto"], row["recommended"] = on_front, i == pick
+    info = {"tuned": str(tuned.folder), "base": blend.base_name, "kind": tuned.kind, "alphas": alphas,
+            "prompts": str(prompt_file), "held_out": prompts is not None, "completions_per_prompt": completions,
+            "max_completion_tokens": settings.max_completion_tokens, "temperature": settings.temperature,
+            "seed": settings.seed, "constitution": str(settings.constitution), "judge_model": settings.judge_model,
+            "gold_constitution": str(settings.gold_constitution) if gold is not None else None,
+            "gold_model": (settings.gold_model or settings.judge_model) if gold is not None else None,
+            "gold_debias": settings.gold_debias, "embedder": settings.embedder, "gold_tolerance": gold_tolerance,
+            "pareto_goals": [f"{k} {'up' if s > 0 else 'down'}" for k, s in goals]}
+    sweep = Sweep(rows, rule, reason, out, info)
+    _write_sweep(sweep, samples)
+    return sweep
+
+
+# --- the sweep's files ----------------------------------------------------------------------
+
+
+COLUMNS = [  # (row key, table header, format)
+    ("alpha", "A", "{:g}"), ("train", "train", "{:+.3f}"), ("gold", "gold", "{:+.3f}"), ("kl", "KL", "{:.4f}"),
+    ("drift", "drift", "{:.3f}"), ("monitor/affirmation_rate", "yes-rate", "{:.3f}"),
+    ("monitor/repetition", "repeat", "{:.3f}"), ("monitor/longest_repeat_run", "run", "{:g}"),
+    ("monitor/distinct_1", "distinct-1", "{:.3f}"), ("monitor/distinct_2", "distinct-2", "{:.3f}"),
+    ("trips", "trips", "{}"),
+]
+
+
+def sweep_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows, for the console table and sweep.md."""
+    shown = [c for c in COLUMNS if c[0] in sweep.rows[0]]
+    header = [title for _, title, _ in shown] + ["pareto", "recommended"]
+    rows = [[fmt.format(row[key]) for key, _, fmt in shown]
+            + ["yes" if row["pareto"] else "", "yes" if row["recommended"] else ""] for row in sweep.rows]
+    return header, rows
+
+
+def _write_sweep(sweep: Sweep, samples: list[dict]) -> None:
+    header, rows = sweep_table(sweep)
+    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    markdown += ["| " + " | ".join(row) + " |" for row in rows]
+    atomic.write_text(sweep.out / "sweep.md", "\n".join([
+        f"# Checkpoint blending sweep: {sweep.settings['tuned']}", "",
+        f"Weights: base + A * (tuned - base); base {sweep.settings['base']}. "
+        f"Pareto front on {', '.join(sweep.settings['pareto_goals'])}.", "", *markdown, "",
+        f"Recommended: A={sweep.recommended['alpha']:g}. Rule: {sweep.rule}. {sweep.reason}.", ""]))
+    atomic.write_records(sweep.out / "sweep.csv", sweep.rows)
+    atomic.write_json(sweep.out / "sweep.json", {"settings": sweep.settings, "rule": sweep.rule, "reason": sweep.reason,
+                                                 "recommended_alpha": sweep.recommended["alpha"], "rows": sweep.rows})
+    atomic.write_records(sweep.out / "samples.jsonl", samples)
+    atomic.write_bytes(sweep.out / "sweep.png", _plot(sweep.rows))
+
+
+def _plot(rows: list[dict]) -> bytes:
+    """Gold against train and gold against KL (train against KL without a gold judge); A beside each point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("train", "gold"), ("kl", "gold")] if "gold" in rows[0] else [("kl", "train")]
+    labels = {"train": "train judge score", "gold": "gold judge score", "kl": "token KL to the base (nats/token)"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (x, y) in zip(axes[0], panels):
+        ax.plot([r[x] for r in rows], [r[y] for r in rows], color="grey", alpha=0.5, zorder=1)
+        ax.scatter([r[x] for r in rows], [r[y] for r in rows], color="tab:blue", zorder=2, label="blend")
+        front = [r for r in rows if r["pareto"]]
+        ax.scatter([r[x] for r in front], [r[y] for r in front], s=160, facecolors="none", edgecolors="red",
+                   linewidths=1.5, zorder=3, label="Pareto front")
+        chosen = next(r for r in rows if r["recommended"])
+        ax.scatter([chosen[x]], [chosen[y]], marker="*", s=220, color="gold", edgecolors="black", zorder=4,
+                   label="recommended")
+        for r in rows:
+            ax.annotate(f"A={r['alpha']:g}", (r[x], r[y]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.set_xlabel(labels[x])
+        ax.set_ylabel(labels[y])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle("checkpoint blending: base + A * (tuned - base)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,268 @@
+"""An instrumental utility function: reward from embeddings of what we want, and of the steps that lead there.
+
+The source text replaced its evaluator with the embedding of an objective and found it about
+70-80% as good, with the expected failure: the policy collapses onto that one embedding. Its
+fix: infer *instrumental* value embeddings from episodes that led toward the terminal ones,
+and score each episode against the whole set, so that text which hits one target, or
+repeats one phrase, earns less than text which moves through the valued steps.
+
+The method (its reasons: docs/design-defenses.md):
+
+- **Terminal values**: the config's example texts of what we want, embedded.
+- **Parts**: an episode (a completion) is cut into sentences, or windows of words; each is
+  embedded.
+- **Credit, played backwards**: a part's progress r_t is its best cosine similarity to a
+  terminal value; its credit is the discounted mean progress of the parts after it,
+  V_t = (r_{t+1} + γ·r_{t+2} + γ²·r_{t+3} + …) / (1 + γ + γ² + …), computed from the last
+  part back. A part is valued as a means, for where the episode went after it; the last
+  part leads nowhere and is not stored (if it hit a target, the terminal value pays for it).
+- **The store keeps memories by value and novelty**: every `update_every` steps the best
+  episodes since the last update (the top `top_fraction` by their discounted mean progress, and
+  only those that pass the text monitors, so a hack never becomes a value) give their parts
+  with credit ≥ `min_credit`. A part within `merge_similarity` of a stored value reinforces
+  it (count + 1, credit averaged: Hebb's rule) instead of adding a copy; the store keeps the
+  `max_values` best.
+- **Utility** of a completion: its coverage of the store. For a set of values v_j with
+  weights w_j, coverage = Σ_j w_j·max_t cos(part_t, v_j) / Σ_j w_j: the value-weighted mean,
+  over values, of the best similarity any part reaches. Utility = (1 − s)·coverage(terminals)
+  + s·coverage(instrumental values, weighted by credit), s = `instrumental_share`. A text that
+  repeats one phrase covers one value however often it says it; a text that moves through
+  several valued steps covers many.
+- `mode: terminal` is the source text's first experiment, the reward alone: the max (or a
+  soft-max) of the whole completion's similarity to the terminal values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import TrainerCallback
+
+from tether import atomic, ranks
+from tether.errors import TetherError
+from tether.rewards import plain_text
+from tether.rundir import RunDir
+from tether.sample_config import MonitorLimits
+from tether.selection import monitor_trips, monitor_values
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+class UtilityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(0.0, ge=0, description="the utility's weight in the reward; 0 switches it off")
+    terminals: list[str] = Field(default_factory=list, description="texts of what we want: the terminal values")
+    mode: Literal["store", "terminal"] = Field(
+        "store", description="store: coverage of terminal and instrumental values; terminal: similarity to the terminals alone"
+    )
+    aggregate: Literal["max", "softmax"] = Field("max", description="terminal mode: max or soft-max over the terminals")
+    softmax_temperature: float = Field(0.1, gt=0, description="terminal mode, softmax: temperature in cosine units")
+    instrumental_share: float = Field(0.5, ge=0, le=1, description="share of the utility that comes from instrumental values")
+    update_every: int = Field(5, ge=1, description="learn instrumental values from the run's episodes every N steps")
+    top_fraction: float = Field(0.25, gt=0, le=1, description="the share of episodes, best first, that values are learned from")
+    parts: Literal["sentence", "window"] = Field("sentence", description="how an episode is cut into parts")
+    window_words: int = Field(8, ge=1, description="words a part: a window, or the most a sentence part keeps")
+    discount: float = Field(0.7, ge=0, le=1, description="γ of the backward credit pass: how far ahead a part looks")
+    min_credit: float = Field(0.1, description="a part enters the store only with at least this credit")
+    merge_similarity: float = Field(0.85, gt=0, le=1, description="a part this similar to a stored value reinforces it")
+    max_values: int = Field(64, ge=1, description="instrumental values kept, by credit")
+
+
+def split_parts(text: str, parts: str = "sentence", window_words: int = 8) -> list[str]:
+    """Sentences (long ones cut into windows), or plain windows of `window_words` words."""
+    pieces = [s for s in SENTENCE_END.split(text.strip()) if s.strip()] if parts == "sentence" else [text]
+    out = []
+    for piece in pieces:
+        words = piece.split()
+        out += [" ".join(words[i : i + window_words]) for i in range(0, len(words), window_words)]
+    return out
+
+
+def backward_credit(progress: Sequence[float], discount: float) -> tuple[np.ndarray, float]:
+    """Each part's credit for where the episode went *after* it, and the whole episode's value.
+
+    Played from the last part back: credit_t = Σ_{k>t} γ^(k−t−1)·r_k / Σ_{k>t} γ^(k−t−1), the
+    discounted mean progress of the parts that follow (NaN for the last part, which leads
+    nowhere); the episode's value is the same mean taken from its first part.
+    """
+    credit, ahead, weight = np.full(len(progress), np.nan), 0.0, 0.0
+    for t in reversed(range(len(progress))):
+        if weight:
+            credit[t] = ahead / weight
+        ahead, weight = progress[t] + discount * ahead, 1 + discount * weight
+    return credit, (ahead / weight if weight else 0.0)
+
+
+def coverage(parts: np.ndarray, values: np.ndarray, weights: np.ndarray) -> float:
+    """Σ_j w_j·max_t cos(part_t, v_j) / Σ_j w_j (unit vectors; no parts covers nothing)."""
+    if len(parts) == 0 or len(values) == 0:
+        return 0.0
+    return float((parts @ values.T).max(axis=0) @ weights / weights.sum())
+
+
+class ValueStore:
+    """Value embeddings with the texts they came from: terminal ones first, then instrumental."""
+
+    def __init__(self, embeddings: np.ndarray, entries: list[dict]):
+        self.embeddings, self.entries = embeddings, entries
+
+    @classmethod
+    def from_terminals(cls, embed, texts: Sequence[str]) -> ValueStore:
+        entries = [{"kind": "terminal", "text": t, "credit": 1.0, "count": 1, "step": 0, "sources": []} for t in texts]
+        return cls(embed(list(texts)), entries)
+
+    def of_kind(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [i for i, e in enumerate(self.entries) if e["kind"] == kind]
+        return self.embeddings[rows], np.array([self.entries[i]["credit"] for i in rows])
+
+    def learn(self, embedding: np.ndarray, text: str, credit: float, step: int, source: str, config: UtilityConfig) -> str:
+        """Reinforce the nearest instrumental value, or store a new one; 'reinforced' or 'added'."""
+        rows = [i for i, e in enumerate(self.entries) if e["kind"] == "instrumental"]
+        if rows:
+            similarity = self.embeddings[rows] @ embedding
+            nearest = rows[int(similarity.argmax())]
+            if similarity.max() >= config.merge_similarity:
+                entry = self.entries[nearest]
+                entry["credit"] = (entry["credit"] * entry["count"] + credit) / (entry["count"] + 1)
+                entry["count"] += 1
+                entry["sources"] = (entry["sources"] + [source])[-3:]
+                return "reinforced"
+        self.entries.append({"kind": "instrumental", "text": text, "credit": float(credit), "count": 1, "step": step,
+                             "sources": [source]})
+        self.embeddings = np.vstack([self.embeddings, embedding[None]])
+        if len(self.entries) - len(self.of_kind("terminal")[1]) > config.max_values:
+            weakest = min(range(len(self.entries)), key=lambda i: (self.entries[i]["kind"] == "terminal",
+                                                                    self.entries[i]["credit"]))
+            del self.entries[weakest]
+            self.embeddings = np.delete(self.embeddings, weakest, axis=0)
+        return "added"
+
+    def save(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".values.safetensors.tmp"
+        save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(tmp))
+        tmp.replace(folder / "values.safetensors")
+        atomic.write_json(folder / "values.json", self.entries)  # written last: the pair is complete
+
+    @classmethod
+    def load(cls, folder: Path) -> ValueStore:
+        from safetensors.numpy import load_file
+
+        try:
+            entries = json.loads((folder / "values.json").read_text(encoding="utf-8"))
+            embeddings = load_file(str(folder / "values.safetensors"))["embeddings"]
+        except (OSError, ValueError, KeyError) as e:
+            raise TetherError(f"{folder}: not a readable value store ({e})") from None
+        if len(entries) != len(embeddings):
+            raise TetherError(f"{folder}: values.json has {len(entries)} values but the embeddings {len(embeddings)}")
+        return cls(embeddings, entries)
+
+
+class InstrumentalUtility:
+    """A TRL reward function: each completion's utility under the value store.
+
+    It also keeps the episodes it scored; `update(step)` learns instrumental values from
+    the best of them (the `ValueStoreCallback` calls it every `update_every` steps).
+    """
+
+    __name__ = "utility"
+
+    def __init__(self, embedder, config: UtilityConfig, store: ValueStore | None = None):
+        if not config.terminals:
+            raise TetherError("utility.terminals: give at least one text of what you want (the terminal values)")
+        self.embedder, self.config = embedder, config
+        self.store = store or ValueStore.from_terminals(self._embed, config.terminals)
+        self.episodes: list[tuple[str, str]] = []  # (prompt, completion) since the last update
+        self.last_values = np.zeros(0)
+        self.last_seconds = 0.0
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.embedder.get_sentence_embedding_dimension()), dtype=np.float32)
+        return self.embedder.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+
+    def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+        start = time.perf_counter()
+        completions = [plain_text(c) for c in completions]
+        self.episodes += list(zip((plain_text(p) for p in prompts), completions))
+        self.last_values = self.utilities(completions)
+        self.last_seconds = time.perf_counter() - start
+        return self.last_values.tolist()
+
+    def utilities(self, completions: Sequence[str]) -> np.ndarray:
+        terminals, _ = self.store.of_kind("terminal")
+        if self.config.mode == "terminal":
+            similarity = self._embed(list(completions)) @ terminals.T  # (n, terminals)
+            if self.config.aggregate == "max":
+                return similarity.max(axis=1)
+            t = self.config.softmax_temperature
+            return t * np.log(np.exp(similarity / t).mean(axis=1))
+        instrumental, credits = self.store.of_kind("instrumental")
+        share = self.config.instrumental_share if len(instrumental) else 0.0
+        out = []
+        for parts in map(self._parts, completions):
+            out.append((1 - share) * coverage(parts, terminals, np.ones(len(terminals)))
+                       + share * coverage(parts, instrumental, np.maximum(credits, 1e-6)))
+        return np.array(out)
+
+    def summary(self) -> dict:
+        """Logged each step beside the utility's mean: how many instrumental values it has learned."""
+        return {"values": len(self.store.of_kind("instrumental")[1])}
+
+    def _parts(self, text: str) -> np.ndarray:
+        return self._embed(split_parts(text, self.config.parts, self.config.window_words))
+
+    def update(self, step: int, episodes: list[tuple[str, str]] | None = None) -> dict:
+        """Learn instrumental values from the best episodes since the last update."""
+        episodes, self.episodes = (self.episodes if episodes is None else episodes), []
+        terminals, _ = self.store.of_kind("terminal")
+        scored = []
+        for prompt, completion in episodes:
+            parts = split_parts(completion, self.config.parts, self.config.window_words)
+            if not parts or monitor_trips(monitor_values(completion), MonitorLimits()):
+                continue  # whitelist: degenerate text never becomes a value
+            vectors = self._embed(parts)
+            credit, value = backward_credit((vectors @ terminals.T).max(axis=1), self.config.discount)
+            scored.append((value, completion, parts, vectors, credit))
+        scored.sort(key=lambda s: -s[0])
+        outcome = {"added": 0, "reinforced": 0}
+        for _, completion, parts, vectors, credit in scored[: max(1, round(self.config.top_fraction * len(scored)))]:
+            for text, vector, c in zip(parts, vectors, credit):
+                if c >= self.config.min_credit:  # NaN (the last part) fails too
+                    outcome[self.store.learn(vector, text, float(c), step, completion, self.config)] += 1
+        return {"episodes": len(episodes), "eligible": len(scored), **outcome,
+                "values": len(self.store.entries) - len(terminals)}
+
+
+class ValueStoreCallback(TrainerCallback):
+    """Learns instrumental values every `update_every` steps; saves the store with the run.
+
+    The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
+    and source episodes; values.safetensors: the embeddings) and is copied into every TRL
+    checkpoint, so `--resume` continues with the store as it was at that step.
+    """
+
+    def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):
+        self.utility, self.run_dir = utility, run_dir
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.utility.config.update_every:
+            return
+        episodes = ranks.gather(self.utility.episodes)  # every process learns the same store
+        outcome = self.utility.update(state.global_step, episodes)
+        if self.run_dir is not None and ranks.is_main():
+            self.utility.store.save(self.run_dir.path / "values")
+            self.run_dir.event("values", step=state.global_step, **outcome)
+
+    def on_save(self, args, state, control, **kwargs):
+        if ranks.is_main():
+            self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")
