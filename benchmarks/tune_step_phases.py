@@ -1,6 +1,7 @@
-"""Where a `tether tune` step's time goes: generation, train judge, gold judge, drift, monitors, update.
+"""Where a `tether tune` step's time goes: generation, judges, drift, monitors, defenses, update.
 
     python benchmarks/tune_step_phases.py --steps 6 --out docs/benchmarks.md
+    python benchmarks/tune_step_phases.py --config examples/tune_utility.yaml --set embedding_kl.coef=1 --steps 6
 
 Runs the README's tune (examples/tune_cheerful.yaml, embedded Gemma 3 270M + LoRA, 8
 completions x 32 tokens, gold judge and drift on) for a few steps. Generation is timed by
@@ -55,12 +56,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--config", default="examples/tune_cheerful.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="override a config field")
     parser.add_argument("--out", type=Path, help="append the table to this Markdown file")
     args = parser.parse_args()
 
     GenerationMixin.generate = timed(GenerationMixin.generate)
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_tune_config(args.config, [f"steps={args.steps}", f"output_dir={tmp}/run", "save_every=1000"])
+        config = load_tune_config(args.config, [*args.overrides, f"steps={args.steps}",
+                                                      f"output_dir={tmp}/run", "save_every=1000"])
         run = run_tune(config, callbacks=[StepClock()])
         metrics = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
 
@@ -72,18 +75,25 @@ def main() -> None:
         "gold judge (tether)": np.array([m.get("time/gold_judge", 0.0) for m in rows]),
         "embedding drift (tether)": np.array([m.get("time/drift", 0.0) for m in rows]),
         "text monitors (tether)": np.array([m["time/monitors"] for m in rows]),
+        "embedding KL defense (tether)": np.array([m.get("time/embedding_kl", 0.0) for m in rows]),
+        "utility defense (tether)": np.array([m.get("time/utility", 0.0) for m in rows]),
     }
+    phases = {k: v for k, v in phases.items() if v.any() or "defense" not in k}
     phases["policy update and TRL bookkeeping (rest)"] = step - sum(phases.values())
     tether_share = sum(v.mean() for k, v in phases.items() if "(tether)" in k) / step.mean()
+    monitoring_share = sum(v.mean() for k, v in phases.items() if "(tether)" in k and "defense" not in k) / step.mean()
 
-    lines = [f"### Tune step phases ({datetime.now(timezone.utc):%Y-%m-%d}, `benchmarks/tune_step_phases.py --steps {args.steps}`)",
+    command = " ".join(["benchmarks/tune_step_phases.py", f"--config {args.config}",
+                        *(f"--set {o}" for o in args.overrides), f"--steps {args.steps}"])
+    lines = [f"### Tune step phases ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
              "", f"Embedded Gemma 3 270M policy + LoRA r16, GRPO, 8 completions x 32 tokens, CPU, {torch.get_num_threads()} threads;",
              f"mean over steps 2-{args.steps}.", "",
              "| phase | seconds / step | share of step |", "| --- | ---: | ---: |"]
     for name, values in phases.items():
         lines.append(f"| {name} | {values.mean():.2f} | {values.mean() / step.mean():.0%} |")
     lines += [f"| **whole step** | **{step.mean():.2f}** | 100% |", "",
-              f"tether's own additions (judges, drift, monitors): **{tether_share:.0%}** of a step (target: at most 25%).", ""]
+              f"tether's judges, drift and monitors: **{monitoring_share:.0%}** of a step (target: at most 25%); "
+              f"with the defenses that are on: **{tether_share:.0%}**.", ""]
     table = "\n".join(lines)
     print(table)
     if args.out:

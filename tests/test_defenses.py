@@ -208,6 +208,22 @@ def test_a_tune_run_with_both_defenses_logs_their_terms_and_resumes(tmp_path, ti
     assert [e["step"] for e in map(json.loads, (run / "events.jsonl").read_text().splitlines())
             if e["event"] == "values"] == [2, 4]
 
+    # A person can read what the function values, in the run's own words, on the page and in the terminal.
+    listed = subprocess.run([sys.executable, "-m", "tether.cli", "values", str(run), "--nearest", "2",
+                             "--out", str(tmp_path / "values.json")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = json.loads((tmp_path / "values.json").read_text())
+    assert rows[0]["kind"] == "terminal" and rows[0]["text"] == TERMINAL
+    assert len(rows) == len(store.entries) and all(len(r["nearest"]) == 2 for r in rows)
+    parts = {p for s in samples for p in split_parts(s["completion"], "sentence", 1)}
+    assert all(n["text"] in parts for r in rows for n in r["nearest"])
+    report = subprocess.run([sys.executable, "-m", "tether.cli", "report", str(run)], capture_output=True, text=True,
+                            env=ENV, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    page = (run / "report" / "report.html").read_text()
+    assert "Values of the utility function" in page and "defenses.png" not in page  # embedded, not linked
+    assert (run / "report" / "defenses.png").exists() and (run / "report" / "defense_share.png").exists()
+
     # Resume from step 2 with the store as it was then.
     import shutil
 

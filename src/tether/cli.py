@@ -253,6 +253,24 @@ def blend(
     stdout.print(f"wrote {result.out}/sweep.md, sweep.csv, sweep.json, sweep.png, samples.jsonl")
 
 
+@app.command()
+def values(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory tuned with the utility function (utility.weight > 0)")],
+    nearest: Annotated[int, typer.Option(min=1, help="nearest completion parts shown per value")] = 3,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write every value and its nearest texts as JSON")] = None,
+):
+    """List the utility function's values, terminal and instrumental, each with the run's nearest texts."""
+    from tether.defenses.utility import read_values
+
+    rows = read_values(run_dir, nearest)
+    table = [[str(i), r["kind"], f"{r['credit']:.3f}", str(r["count"]), str(r["step"]), r["text"],
+              "\n".join(f"{n['similarity']:.2f}  {n['text']}" for n in r["nearest"])] for i, r in enumerate(rows, 1)]
+    stdout_print(_table(f"value store of {run_dir}", ["#", "kind", "credit", "count", "step", "value", "nearest texts"], table))
+    if out is not None:
+        atomic.write_json(out, rows)
+        stdout_print(f"wrote {out}")
+
+
 def _table(title: str, header: list[str], rows: list[list[str]]):
     from rich.table import Table
 
@@ -264,7 +282,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]):
     return table
 
 
-def stdout_print(message: str) -> None:
+def stdout_print(message) -> None:
     from tether.display import stdout
 
     stdout.print(message)

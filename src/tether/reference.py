@@ -10,6 +10,8 @@ import json
 from pydantic import BaseModel
 
 from tether.constitution import Constitution, Example, Principle
+from tether.defenses.embedding_kl import EmbeddingKLConfig
+from tether.defenses.utility import UtilityConfig
 from tether.detectors import DetectorConfig
 from tether.sample_config import MonitorLimits, SampleConfig, SftConfig
 from tether.tune_config import TuneConfig
@@ -27,7 +29,8 @@ def constitution_reference() -> str:
 
 
 def tune_reference() -> str:
-    return field_table([(TuneConfig, ""), (DetectorConfig, "detectors.")])
+    return field_table([(TuneConfig, ""), (DetectorConfig, "detectors."), (EmbeddingKLConfig, "embedding_kl."),
+                        (UtilityConfig, "utility.")])
 
 
 def sample_reference() -> str:

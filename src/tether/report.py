@@ -27,9 +27,16 @@ PLOTS = [  # (file name, title, [(metric key, label)])
     ("repeat_run.png", "longest back-to-back repeat", [("monitor/longest_repeat_run", "longest run")]),
     ("diversity.png", "diversity across the batch", [("monitor/distinct_1", "distinct-1"), ("monitor/distinct_2", "distinct-2")]),
     ("drift.png", "embedding drift from the base", [("drift/embedding", "cosine distance")]),
+    ("defenses.png", "the defenses' terms in the reward (weighted), beside the constitution's",
+     [("reward/train", "constitution"), ("defense/embedding_kl/weighted", "embedding KL penalty"),
+      ("defense/utility/weighted", "utility"), ("reward/total", "total reward")]),
+    ("defense_share.png", "each defense's share of the reward (|weighted term| / sum of all)",
+     [("defense/embedding_kl/share", "embedding KL"), ("defense/utility/share", "utility")]),
+    ("values.png", "instrumental values learned by the utility function", [("defense/utility/values", "values stored")]),
     ("time.png", "seconds per step, and tether's share of it",
      [("time/step", "whole step"), ("time/train_judge", "train judge"), ("time/gold_judge", "gold judge"),
-      ("time/drift", "drift"), ("time/monitors", "text monitors")]),
+      ("time/drift", "drift"), ("time/monitors", "text monitors"), ("time/embedding_kl", "embedding KL"),
+      ("time/utility", "utility")]),
 ]
 
 
@@ -119,14 +126,22 @@ def _html(run, metrics, samples, trips, figures, chosen, per_step, out) -> str:
         data = base64.b64encode((out / name).read_bytes()).decode()
         parts.append(f"<figure><img class='plot' alt='{e(title)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{e(title)}</figcaption></figure>")
+    values = run.path / "values" / "values.json"
+    if values.exists():  # the utility function's store: what the run learned to value
+        entries = sorted(json.loads(values.read_text(encoding="utf-8")), key=lambda v: (v["kind"] != "terminal", -v["credit"]))
+        parts.append("<h2>Values of the utility function</h2><table class='values'><tr><th>kind</th><th>credit</th>"
+                     "<th>count</th><th>step</th><th>text</th></tr>")
+        parts += [f"<tr><td>{e(v['kind'])}</td><td>{v['credit']:.3f}</td><td>{v['count']}</td><td>{v['step']}</td>"
+                  f"<td>{e(v['text'])}</td></tr>" for v in entries[:30]]
+        parts.append("</table><p>All of them, with the run's nearest texts: <code>tether values RUN_DIR</code>.</p>")
     parts.append("<h2>Samples over time</h2>")
     for step in chosen:
         rows = sorted((s for s in samples if s["step"] == step), key=lambda s: -s["train"])
         picked = rows[:per_step] + rows[-per_step:] if len(rows) > 2 * per_step else rows
         parts.append(f"<h3 id='step-{step}'>step {step}</h3>")
         for s in picked:
-            gold = f", gold {s['gold']:+.2f}" if "gold" in s else ""
-            parts.append(f"<div class='sample' data-step='{step}'><b>train {s['train']:+.2f}{gold}</b>\n"
+            others = "".join(f", {name} {s[name]:+.2f}" for name in ("gold", "embedding_kl", "utility") if name in s)
+            parts.append(f"<div class='sample' data-step='{step}'><b>train {s['train']:+.2f}{others}</b>\n"
                          f"<i>{e(s['prompt'])}</i>{e(s['completion'])}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)

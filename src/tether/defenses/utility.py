@@ -183,7 +183,8 @@ class InstrumentalUtility:
         self.store = store or ValueStore.from_terminals(self._embed, config.terminals)
         self.episodes: list[tuple[str, str]] = []  # (prompt, completion) since the last update
         self.last_values = np.zeros(0)
-        self.last_seconds = 0.0
+        self.last_seconds = 0.0  # scoring this batch, plus any store update since the last batch
+        self._update_seconds = 0.0
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -195,7 +196,7 @@ class InstrumentalUtility:
         completions = [plain_text(c) for c in completions]
         self.episodes += list(zip((plain_text(p) for p in prompts), completions))
         self.last_values = self.utilities(completions)
-        self.last_seconds = time.perf_counter() - start
+        self.last_seconds, self._update_seconds = time.perf_counter() - start + self._update_seconds, 0.0
         return self.last_values.tolist()
 
     def utilities(self, completions: Sequence[str]) -> np.ndarray:
@@ -223,6 +224,7 @@ class InstrumentalUtility:
 
     def update(self, step: int, episodes: list[tuple[str, str]] | None = None) -> dict:
         """Learn instrumental values from the best episodes since the last update."""
+        start = time.perf_counter()
         episodes, self.episodes = (self.episodes if episodes is None else episodes), []
         terminals, _ = self.store.of_kind("terminal")
         scored = []
@@ -239,6 +241,7 @@ class InstrumentalUtility:
             for text, vector, c in zip(parts, vectors, credit):
                 if c >= self.config.min_credit:  # NaN (the last part) fails too
                     outcome[self.store.learn(vector, text, float(c), step, completion, self.config)] += 1
+        self._update_seconds += time.perf_counter() - start
         return {"episodes": len(episodes), "eligible": len(scored), **outcome,
                 "values": len(self.store.entries) - len(terminals)}
 
@@ -266,3 +269,35 @@ class ValueStoreCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if ranks.is_main():
             self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")
+
+
+def nearest_texts(store: ValueStore, embed, texts: list[str], k: int = 3) -> list[list[tuple[float, str]]]:
+    """For each stored value, the k texts closest to it (cosine, best first): what the value means in words."""
+    if not texts:
+        return [[] for _ in store.entries]
+    similarity = store.embeddings @ embed(texts).T  # (values, texts)
+    order = np.argsort(-similarity, axis=1)[:, :k]
+    return [[(float(similarity[v, t]), texts[t]) for t in row] for v, row in enumerate(order)]
+
+
+def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
+    """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts."""
+    from tether.models import load_embedder
+    from tether.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not (run.path / "values" / "values.json").exists():
+        raise TetherError(f"{run.path}: no value store (values/values.json); it is written by runs with utility.weight > 0")
+    store = ValueStore.load(run.path / "values")
+    config = run.config()
+    utility = UtilityConfig.model_validate(config.get("utility", {}))
+    embedder = load_embedder(config.get("embedder") or "embedded:all-minilm-l6-v2")
+    parts = []
+    samples = run.path / "samples.jsonl"
+    for line in samples.read_text(encoding="utf-8").splitlines() if samples.exists() else []:
+        parts += split_parts(json.loads(line)["completion"], utility.parts, utility.window_words)
+    parts = list(dict.fromkeys(parts))
+    near = nearest_texts(store, lambda t: embedder.encode(t, normalize_embeddings=True, show_progress_bar=False), parts, k)
+    rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
+            for entry, n in zip(store.entries, near)]
+    return sorted(rows, key=lambda r: (r["kind"] != "terminal", -r["credit"]))
