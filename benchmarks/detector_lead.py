@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--drop", type=float, default=0.1, help="gold fall (log-odds) that counts as a downturn")
-    parser.add_argument("--out", type=Path, default=Path("docs/detectors.md"))
+    parser.add_argument("--out", type=Path, help="write the table to this Markdown file (default: print only)")
     args = parser.parse_args()
     config = DetectorConfig()
     lines = [
@@ -71,8 +71,9 @@ def main() -> None:
             else:
                 cells.append(f"step {fired[name]} (lead {turn - fired[name]:+d})")
         lines.append(f"| {run.name} | {len(metrics)} | {turn if turn else 'none'} | " + " | ".join(cells) + " |")
-        print(lines[-1])
-    write_text(args.out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.out:
+        write_text(args.out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

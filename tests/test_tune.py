@@ -108,6 +108,7 @@ def test_example_trl_script_runs_with_tethers_pieces(tmp_path, tiny_model_dir, e
                             capture_output=True, text=True, env=ENV, timeout=600, cwd=examples_dir.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 1: reward" in result.stdout and "step 2: reward" in result.stdout
+    assert "embedding KL penalty" in result.stdout
 
 
 def test_tune_runs_data_parallel_on_two_processes(tmp_path, tiny_model_dir, examples_dir):
