@@ -109,11 +109,16 @@ def test_backward_credit_values_a_part_for_what_follows():
     assert backward_credit([0.1, 0.2, 0.9], discount=0.0)[0][0] == pytest.approx(0.2)  # γ=0: the next part only
 
 
-def test_split_parts_cuts_sentences_and_long_runs():
-    assert split_parts("One two. Three four!  Five") == ["One two.", "Three four!", "Five"]
-    assert split_parts("a b c d e", "sentence", window_words=2) == ["a b", "c d", "e"]
-    assert split_parts("a b c. d e", "window", window_words=3) == ["a b c.", "d e"]
-    assert split_parts("   ") == []
+def test_split_parts_cuts_sentences_and_joins_fragments():
+    config = UtilityConfig(window_words=4, min_part_words=2)
+    assert split_parts("One two. Three four!  Five six seven.", config) == ["One two.", "Three four!", "Five six seven."]
+    assert split_parts("a b c d e f g h i", config) == ["a b c d", "e f g h i"]  # the short tail joins
+    assert split_parts("Yes.\nNo.\nMaybe so.\nWe laughed.", config) == ["Yes. No.", "Maybe so.", "We laughed."]
+    assert split_parts("a b c. d e", config.model_copy(update={"parts": "window", "window_words": 3})) == ["a b c.", "d e"]
+    assert split_parts("   ", config) == []
+    # The list-of-fragments form a tuned policy found: one part per line would visit a value per line.
+    listing = "\n\n".join(["They laughed", "He played", "They ate", "She sang", "We danced", "It rained"])
+    assert split_parts(listing, UtilityConfig()) == ["They laughed He played", "They ate She sang", "We danced It rained"]
 
 
 def learned_utility(embedder, **overrides) -> InstrumentalUtility:
@@ -186,6 +191,7 @@ def tune(*args):
 def test_a_tune_run_with_both_defenses_logs_their_terms_and_resumes(tmp_path, tiny_model_dir, examples_dir):
     config = tune_config(tmp_path, tiny_model_dir, examples_dir, embedding_kl={"coef": 0.5},
                          utility={"weight": 2.0, "terminals": [TERMINAL], "update_every": 2, "min_credit": -1.0, "window_words": 1,
+                                  "min_part_words": 1,
                                   "top_fraction": 1.0})
     result = tune(config)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,7 +221,7 @@ def test_a_tune_run_with_both_defenses_logs_their_terms_and_resumes(tmp_path, ti
     rows = json.loads((tmp_path / "values.json").read_text())
     assert rows[0]["kind"] == "terminal" and rows[0]["text"] == TERMINAL
     assert len(rows) == len(store.entries) and all(len(r["nearest"]) == 2 for r in rows)
-    parts = {p for s in samples for p in split_parts(s["completion"], "sentence", 1)}
+    parts = {p for s in samples for p in split_parts(s["completion"], UtilityConfig(window_words=1, min_part_words=1))}
     assert all(n["text"] in parts for r in rows for n in r["nearest"])
     report = subprocess.run([sys.executable, "-m", "tether.cli", "report", str(run)], capture_output=True, text=True,
                             env=ENV, timeout=300)

@@ -68,21 +68,40 @@ class UtilityConfig(BaseModel):
     update_every: int = Field(5, ge=1, description="learn instrumental values from the run's episodes every N steps")
     top_fraction: float = Field(0.25, gt=0, le=1, description="the share of episodes, best first, that values are learned from")
     parts: Literal["sentence", "window"] = Field("sentence", description="how an episode is cut into parts")
-    window_words: int = Field(8, ge=1, description="words a part: a window, or the most a sentence part keeps")
+    window_words: int = Field(12, ge=1, description="words a part: a window, or the most a sentence part keeps")
+    min_part_words: int = Field(4, ge=1, description="fewest words a part: shorter sentences join the next one")
     discount: float = Field(0.7, ge=0, le=1, description="γ of the backward credit pass: how far ahead a part looks")
     min_credit: float = Field(0.1, description="a part enters the store only with at least this credit")
-    merge_similarity: float = Field(0.85, gt=0, le=1, description="a part this similar to a stored value reinforces it")
+    merge_similarity: float = Field(0.75, gt=0, le=1, description="a part this similar to a stored value reinforces it")
     max_values: int = Field(64, ge=1, description="instrumental values kept, by credit")
 
 
-def split_parts(text: str, parts: str = "sentence", window_words: int = 8) -> list[str]:
-    """Sentences (long ones cut into windows), or plain windows of `window_words` words."""
-    pieces = [s for s in SENTENCE_END.split(text.strip()) if s.strip()] if parts == "sentence" else [text]
-    out = []
-    for piece in pieces:
-        words = piece.split()
-        out += [" ".join(words[i : i + window_words]) for i in range(0, len(words), window_words)]
-    return out
+def split_parts(text: str, config: UtilityConfig) -> list[str]:
+    """The steps of an episode: sentences (or the whole text, for `parts: window`), joined
+    until a part has `min_part_words` words, cut into windows of at most `window_words`.
+
+    A fragment of a word or two is not a step: a list of one-word lines would otherwise
+    visit a value per line.
+    """
+    pieces = [s.split() for s in SENTENCE_END.split(text.strip()) if s.strip()] if config.parts == "sentence" \
+        else [text.split()]
+    chunks: list[list[str]] = []
+    for words in pieces:  # join short sentences to the next one
+        if chunks and len(chunks[-1]) < config.min_part_words:
+            chunks[-1] += words
+        else:
+            chunks.append(list(words))
+    out: list[list[str]] = []
+    for words in chunks:
+        windows = [words[i : i + config.window_words] for i in range(0, len(words), config.window_words)]
+        for window in windows:  # a short tail joins the window before it
+            if out and len(window) < config.min_part_words and len(out[-1]) < config.window_words + config.min_part_words:
+                out[-1] += window
+            else:
+                out.append(window)
+    if len(out) > 1 and len(out[-1]) < config.min_part_words:  # a short last part joins the one before
+        out[-2] += out.pop()
+    return [" ".join(words) for words in out if words]
 
 
 def backward_credit(progress: Sequence[float], discount: float) -> tuple[np.ndarray, float]:
@@ -220,7 +239,7 @@ class InstrumentalUtility:
         return {"values": len(self.store.of_kind("instrumental")[1])}
 
     def _parts(self, text: str) -> np.ndarray:
-        return self._embed(split_parts(text, self.config.parts, self.config.window_words))
+        return self._embed(split_parts(text, self.config))
 
     def update(self, step: int, episodes: list[tuple[str, str]] | None = None) -> dict:
         """Learn instrumental values from the best episodes since the last update."""
@@ -229,7 +248,7 @@ class InstrumentalUtility:
         terminals, _ = self.store.of_kind("terminal")
         scored = []
         for prompt, completion in episodes:
-            parts = split_parts(completion, self.config.parts, self.config.window_words)
+            parts = split_parts(completion, self.config)
             if not parts or monitor_trips(monitor_values(completion), MonitorLimits()):
                 continue  # whitelist: degenerate text never becomes a value
             vectors = self._embed(parts)
@@ -295,7 +314,7 @@ def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     parts = []
     samples = run.path / "samples.jsonl"
     for line in samples.read_text(encoding="utf-8").splitlines() if samples.exists() else []:
-        parts += split_parts(json.loads(line)["completion"], utility.parts, utility.window_words)
+        parts += split_parts(json.loads(line)["completion"], utility)
     parts = list(dict.fromkeys(parts))
     near = nearest_texts(store, lambda t: embedder.encode(t, normalize_embeddings=True, show_progress_bar=False), parts, k)
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
