@@ -190,6 +190,14 @@ def test_pareto_front_and_recommendation_rules():
     no_gold = [{k: v for k, v in r.items() if k != "gold"} for r in rows]
     pick, rule, _ = recommend(no_gold, 0.05, DetectorConfig())
     assert pick == 1 and "trip no monitor threshold" in rule  # A=1 trips a detector; 0.5 beats 0.75 on KL
+    # A KL budget comes first: within 0.1 only the base is left; under 0.01 nothing is, and the least changed wins.
+    assert recommend(rows, 1.0, DetectorConfig(), max_kl=0.25)[0] == 1
+    pick, rule, _ = recommend(rows, 1.0, DetectorConfig(), max_kl=0.1)
+    assert pick == 0 and "token KL at most 0.1" in rule
+    flat = [dict(r, gold=0.5) for r in rows]  # a gold judge that cannot see the damage
+    assert recommend(flat, 0.05, DetectorConfig())[0] == 3
+    assert recommend(flat, 0.05, DetectorConfig(), max_kl=0.35)[0] == 1
+    assert recommend([dict(r, kl=r["kl"] + 1) for r in rows], 0.05, DetectorConfig(), max_kl=0.01)[0] == 0
 
 
 def read_lines(path):

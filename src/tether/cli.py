@@ -229,6 +229,7 @@ def blend(
     prompts: Annotated[Optional[Path], typer.Option(help="held-out prompts for the sweep (default: the run's, not held out)")] = None,
     completions: Annotated[int, typer.Option(min=1, help="sweep: completions per prompt at each A")] = 4,
     gold_tolerance: Annotated[float, typer.Option(min=0, help="sweep: recommend the most-tuned A within this of the best gold score")] = 0.05,
+    max_kl: Annotated[Optional[float], typer.Option(min=0, help="sweep: recommend only among the A whose token KL to the base is at most this")] = None,
     save_merged: Annotated[bool, typer.Option(help="sweep: also write each A's merged model to OUT/merged-A<A>")] = False,
     force: Annotated[bool, typer.Option(help="--alpha: replace an existing --out folder")] = False,
     quiet: QuietOpt = False,
@@ -247,7 +248,8 @@ def blend(
         stdout.print(f"wrote {path} (alpha {alpha:g}; see blend.json)")
         return
     result = sweep_blends(tuned, parse_alphas(sweep), base=base, config=config, out=out, prompts=prompts,
-                          completions=completions, gold_tolerance=gold_tolerance, save_merged=save_merged)
+                          completions=completions, gold_tolerance=gold_tolerance, max_kl=max_kl,
+                          save_merged=save_merged)
     stdout.print(_table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
     stdout.print(f"[bold]recommended:[/] A={result.recommended['alpha']:g}: {escape(result.reason)}")
     stdout.print(f"wrote {result.out}/sweep.md, sweep.csv, sweep.json, sweep.png, samples.jsonl")

@@ -26,7 +26,8 @@ points whose gold score is within `gold_tolerance` (log-odds) of the sweep's bes
 score, the highest train score (ties: higher gold, then lower KL). Without a gold judge:
 the highest train score among the points that trip none of the run's monitor thresholds
 (affirmation rate, repetition, longest repeat run, special-token rate); if none passes,
-the lowest KL.
+the lowest KL. With a KL budget (`max_kl`), only the points within it are considered: a
+gold judge that cannot see the damage (docs/results.md) would otherwise recommend A=1.
 """
 
 from __future__ import annotations
@@ -295,29 +296,37 @@ def pareto_front(rows: list[dict], goals: list[tuple[str, int]]) -> list[bool]:
     return [not any(dominates(other, row) for other in rows) for row in rows]
 
 
-def recommend(rows: list[dict], gold_tolerance: float, detectors: DetectorConfig) -> tuple[int, str, str]:
-    """(row index, rule, reason): see the module docstring for the rule."""
-    if "gold" in rows[0]:
-        best = max(r["gold"] for r in rows)
-        near = [i for i, r in enumerate(rows) if r["gold"] >= best - gold_tolerance]
-        pick = max(near, key=lambda i: (rows[i]["train"], rows[i]["gold"], -rows[i]["kl"]))
-        rule = f"highest train score among the points within {gold_tolerance:g} of the best gold score"
-        return pick, rule, (f"A={rows[pick]['alpha']:g} keeps the most train score ({rows[pick]['train']:+.3f}) with its "
-                            f"gold score ({rows[pick]['gold']:+.3f}) within {gold_tolerance:g} of the best ({best:+.3f})")
-    rule = "highest train score among the points that trip no monitor threshold (no gold judge)"
-    passing = [i for i, r in enumerate(rows) if not r["trips"]]
-    if not passing:
+def recommend(rows: list[dict], gold_tolerance: float, detectors: DetectorConfig,
+              max_kl: float | None = None) -> tuple[int, str, str]:
+    """(row index, rule, reason): see the module docstring for the rule; `max_kl` is a budget applied first."""
+    budget = f" and token KL at most {max_kl:g}" if max_kl is not None else ""
+    allowed = [i for i, r in enumerate(rows) if max_kl is None or r["kl"] <= max_kl]
+    if not allowed:
         pick = min(range(len(rows)), key=lambda i: rows[i]["kl"])
+        return pick, f"token KL at most {max_kl:g}", (f"no point is within the KL budget {max_kl:g}; A={rows[pick]['alpha']:g} "
+                                                      f"is the least changed (KL {rows[pick]['kl']:.3f})")
+    if "gold" in rows[0]:
+        best = max(rows[i]["gold"] for i in allowed)
+        near = [i for i in allowed if rows[i]["gold"] >= best - gold_tolerance]
+        pick = max(near, key=lambda i: (rows[i]["train"], rows[i]["gold"], -rows[i]["kl"]))
+        rule = f"highest train score among the points within {gold_tolerance:g} of the best gold score{budget}"
+        return pick, rule, (f"A={rows[pick]['alpha']:g} keeps the most train score ({rows[pick]['train']:+.3f}) with its "
+                            f"gold score ({rows[pick]['gold']:+.3f}) within {gold_tolerance:g} of the best ({best:+.3f})"
+                            + (f" and KL {rows[pick]['kl']:.3f} within {max_kl:g}" if max_kl is not None else ""))
+    rule = f"highest train score among the points that trip no monitor threshold{budget} (no gold judge)"
+    passing = [i for i in allowed if not rows[i]["trips"]]
+    if not passing:
+        pick = min(allowed, key=lambda i: rows[i]["kl"])
         return pick, rule, (f"every point trips a monitor threshold; A={rows[pick]['alpha']:g} is the least changed "
                             f"(lowest KL)")
     pick = max(passing, key=lambda i: (rows[i]["train"], -rows[i]["kl"]))
     return pick, rule, (f"A={rows[pick]['alpha']:g} has the highest train score ({rows[pick]['train']:+.3f}) of the "
-                        f"{len(passing)} point(s) that trip no monitor threshold")
+                        f"{len(passing)} point(s) that trip no monitor threshold{budget}")
 
 
 def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | None = None, config: str | Path | None = None,
                  out: str | Path | None = None, prompts: str | Path | None = None, completions: int = 4,
-                 gold_tolerance: float = 0.05, save_merged: bool = False) -> Sweep:
+                 gold_tolerance: float = 0.05, max_kl: float | None = None, save_merged: bool = False) -> Sweep:
     """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`."""
     from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
     from tether.evaluator import Evaluator
@@ -394,7 +403,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
             save_blend(blend, out / f"merged-A{alpha:g}")
 
     goals = [("train", 1), ("gold", 1), ("kl", -1)] if gold is not None else [("train", 1), ("kl", -1)]
-    pick, rule, reason = recommend(rows, gold_tolerance, settings.detectors)
+    pick, rule, reason = recommend(rows, gold_tolerance, settings.detectors, max_kl)
     for i, (row, on_front) in enumerate(zip(rows, pareto_front(rows, goals))):
         row["pareto"], row["recommended"] = on_front, i == pick
     info = {"tuned": str(tuned.folder), "base": blend.base_name, "kind": tuned.kind, "alphas": alphas,
@@ -404,6 +413,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
             "gold_constitution": str(settings.gold_constitution) if gold is not None else None,
             "gold_model": (settings.gold_model or settings.judge_model) if gold is not None else None,
             "gold_debias": settings.gold_debias, "embedder": settings.embedder, "gold_tolerance": gold_tolerance,
+            "max_kl": max_kl,
             "pareto_goals": [f"{k} {'up' if s > 0 else 'down'}" for k, s in goals]}
     sweep = Sweep(rows, rule, reason, out, info)
     _write_sweep(sweep, samples)
