@@ -4,6 +4,7 @@ Real embeddings (the embedded all-MiniLM-L6-v2); scripted texts whose order is k
 """
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -231,8 +232,6 @@ def test_a_tune_run_with_both_defenses_logs_their_terms_and_resumes(tmp_path, ti
     assert (run / "report" / "defenses.png").exists() and (run / "report" / "defense_share.png").exists()
 
     # Resume from step 2 with the store as it was then.
-    import shutil
-
     (run / "finished.json").unlink()
     shutil.rmtree(run / "checkpoints" / "checkpoint-4")
     resumed = tune("--resume", run)
