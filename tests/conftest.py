@@ -94,3 +94,11 @@ def examples_dir():
     from pathlib import Path
 
     return Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def two_prompts(tmp_path):
+    """A prompts file of two story openings: enough for a real run on the embedded Gemma."""
+    path = tmp_path / "prompts.txt"
+    path.write_text("Once upon a time, in a small village by the sea,\nOn the first day of summer,\n")
+    return path

@@ -10,12 +10,10 @@ from test_cli import tether
 pytestmark = pytest.mark.gemma
 
 
-def test_sample_on_gemma(tmp_path, examples_dir):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("Once upon a time, in a small village by the sea,\nOn the first day of summer,\n")
+def test_sample_on_gemma(tmp_path, examples_dir, two_prompts):
     config = tmp_path / "sample.yaml"
     config.write_text(yaml.safe_dump({
-        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(prompts), "completions_per_prompt": 3,
+        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(two_prompts), "completions_per_prompt": 3,
         "max_completion_tokens": 16, "output_dir": str(tmp_path / "corpus"),
     }))
     run = tether("sample", config, "-q")

@@ -15,13 +15,11 @@ from test_cli import tether
 pytestmark = pytest.mark.gemma
 
 
-def test_two_real_steps_on_gemma(tmp_path, examples_dir):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("Once upon a time, in a small village by the sea,\nOn the first day of summer,\n")
+def test_two_real_steps_on_gemma(tmp_path, examples_dir, two_prompts):
     config = tmp_path / "tune.yaml"
     config.write_text(yaml.safe_dump({
         "constitution": str(examples_dir / "cheerful.yaml"), "gold_constitution": str(examples_dir / "fluent.yaml"),
-        "prompts": str(prompts), "steps": 2, "completions_per_prompt": 4, "max_completion_tokens": 12,
+        "prompts": str(two_prompts), "steps": 2, "completions_per_prompt": 4, "max_completion_tokens": 12,
         "base_samples_per_prompt": 2, "embedding_kl": {"coef": 1.0}, "save_every": 2,
         "output_dir": str(tmp_path / "run"),
     }))

@@ -47,6 +47,13 @@ def load_base(path: Path) -> dict[str, list[str]]:
     return {row["prompt"]: row["completions"] for row in map(json.loads, path.read_text().splitlines())}
 
 
+def embed(embedder, texts: Sequence[str]) -> np.ndarray:
+    """(n, dim) unit-length sentence embeddings; (0, dim) for no texts."""
+    if not texts:
+        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
+    return embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+
+
 class EmbeddingDrift:
     """Cosine distance of completions to the base completions' mean embedding, per prompt."""
 
@@ -54,14 +61,11 @@ class EmbeddingDrift:
         self.embedder = embedder
         self.centres = {}
         for prompt, completions in base_samples.items():
-            mean = self._embed(completions).mean(axis=0)
+            mean = embed(embedder, completions).mean(axis=0)
             self.centres[prompt] = mean / np.linalg.norm(mean)
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
 
     def distances(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """(n,) cosine distances in [0, 2]; NaN for a prompt with no base samples."""
-        vectors = self._embed(completions)
+        vectors = embed(self.embedder, completions)
         return np.array([1 - float(v @ self.centres[p]) if p in self.centres else np.nan
                          for p, v in zip(prompts, vectors)])

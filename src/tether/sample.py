@@ -21,6 +21,7 @@ prompt and draws what an uninterrupted run would have.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from tether.sample_config import SampleConfig
 from tether.selection import decide, monitor_values
 from tether.texts import read_prompts
 from tether.tokens import SafeTokenizer
+
+if TYPE_CHECKING:
+    from tether.tune_config import TuneConfig
 
 
 @dataclass
@@ -111,9 +115,13 @@ def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chu
 
 
 class Judges:
-    """The constitution (and the optional gold judge) applied to prompt + completion."""
+    """The constitution (and the optional gold judge) applied to prompt + completion.
 
-    def __init__(self, config: SampleConfig, constitution):
+    `config` is a sample or a tune config: both name judge_model, gold_constitution,
+    gold_model, gold_debias and judge_batch_size.
+    """
+
+    def __init__(self, config: SampleConfig | TuneConfig, constitution):
         model, tokenizer = load_causal_lm(config.judge_model)
         self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
         self.gold = None

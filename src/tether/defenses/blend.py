@@ -329,10 +329,9 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
                  gold_tolerance: float = 0.05, max_kl: float | None = None, save_merged: bool = False) -> Sweep:
     """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`."""
     from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
-    from tether.evaluator import Evaluator
     from tether.models import load_embedder
     from tether.monitors import text_monitors
-    from tether.sample import Branch, Generator
+    from tether.sample import Branch, Generator, Judges
     from tether.texts import read_prompts
 
     alphas = [check_alpha(a) for a in alphas]
@@ -350,14 +349,8 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
 
     blend = Blend(tuned, base_name(tuned, base, config))
-    judge_model, judge_tokenizer = load_causal_lm(settings.judge_model)
-    judge = Evaluator(judge_model, settings.constitution, tokenizer=judge_tokenizer, batch_size=settings.judge_batch_size)
-    gold = None
-    if settings.gold_constitution is not None:
-        if settings.gold_model not in (None, settings.judge_model):
-            judge_model, judge_tokenizer = load_causal_lm(settings.gold_model)
-        gold = Evaluator(judge_model, settings.gold_constitution, tokenizer=judge_tokenizer,
-                         debias=settings.gold_debias, batch_size=settings.judge_batch_size)
+    judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
+    judge, gold = judges.judge, judges.gold
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
                     suppress_special_tokens=settings.suppress_special_tokens)
 

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.drift import embed
 from tether.rewards import plain_text
 
 
@@ -60,16 +61,13 @@ class EmbeddingKL:
         if distance not in ("cosine", "mmd"):
             raise ValueError(f"distance={distance!r}: write cosine or mmd")
         self.embedder, self.distance = embedder, distance
-        self.base = {p: self._embed(c) for p, c in base_samples.items() if len(c) >= 2}
+        self.base = {p: embed(embedder, c) for p, c in base_samples.items() if len(c) >= 2}
         self.bandwidth = bandwidth or _median_distance(list(self.base.values()))
         self.centres = {p: _unit(e.mean(axis=0)) for p, e in self.base.items()}
         self.cosine_baseline = {p: _leave_one_out_distance(e) for p, e in self.base.items()}
         self.base_kernel = {p: _off_diagonal_mean(self._kernel(e, e)) for p, e in self.base.items()}
         self.last_values = np.zeros(0)  # the latest batch's rewards, −d, for the monitor callback
         self.last_seconds = 0.0
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         squared = np.maximum(2 - 2 * a @ b.T, 0)  # unit vectors: |a - b|² = 2 - 2 a·b
@@ -83,7 +81,7 @@ class EmbeddingKL:
 
     def distances(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """(n,) centred distances; NaN for a prompt with no cached base completions."""
-        vectors = self._embed(completions)
+        vectors = embed(self.embedder, completions)
         out = np.full(len(prompts), np.nan)
         for prompt in set(prompts):
             if prompt not in self.base:

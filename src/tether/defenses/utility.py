@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
 from tether import atomic, ranks
+from tether.drift import embed
 from tether.errors import TetherError
 from tether.rewards import plain_text
 from tether.rundir import RunDir
@@ -205,10 +206,8 @@ class InstrumentalUtility:
         self.last_seconds = 0.0  # scoring this batch, plus any store update since the last batch
         self._update_seconds = 0.0
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.embedder.get_sentence_embedding_dimension()), dtype=np.float32)
-        return self.embedder.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return embed(self.embedder, texts)
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
         start = time.perf_counter()
@@ -219,6 +218,8 @@ class InstrumentalUtility:
         return self.last_values.tolist()
 
     def utilities(self, completions: Sequence[str]) -> np.ndarray:
+        if not completions:
+            return np.zeros(0)
         terminals, _ = self.store.of_kind("terminal")
         if self.config.mode == "terminal":
             similarity = self._embed(list(completions)) @ terminals.T  # (n, terminals)
@@ -228,8 +229,11 @@ class InstrumentalUtility:
             return t * np.log(np.exp(similarity / t).mean(axis=1))
         instrumental, credits = self.store.of_kind("instrumental")
         share = self.config.instrumental_share if len(instrumental) else 0.0
+        pieces = [split_parts(c, self.config) for c in completions]
+        vectors = self._embed([p for parts in pieces for p in parts])  # one batch for the whole step
+        ends = np.cumsum([len(parts) for parts in pieces])
         out = []
-        for parts in map(self._parts, completions):
+        for parts in np.split(vectors, ends[:-1]):
             out.append((1 - share) * coverage(parts, terminals, np.ones(len(terminals)))
                        + share * coverage(parts, instrumental, np.maximum(credits, 1e-6)))
         return np.array(out)
@@ -237,9 +241,6 @@ class InstrumentalUtility:
     def summary(self) -> dict:
         """Logged each step beside the utility's mean: how many instrumental values it has learned."""
         return {"values": len(self.store.of_kind("instrumental")[1])}
-
-    def _parts(self, text: str) -> np.ndarray:
-        return self._embed(split_parts(text, self.config))
 
     def update(self, step: int, episodes: list[tuple[str, str]] | None = None) -> dict:
         """Learn instrumental values from the best episodes since the last update."""
@@ -316,7 +317,7 @@ def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     for line in samples.read_text(encoding="utf-8").splitlines() if samples.exists() else []:
         parts += split_parts(json.loads(line)["completion"], utility)
     parts = list(dict.fromkeys(parts))
-    near = nearest_texts(store, lambda t: embedder.encode(t, normalize_embeddings=True, show_progress_bar=False), parts, k)
+    near = nearest_texts(store, lambda texts: embed(embedder, texts), parts, k)
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
             for entry, n in zip(store.entries, near)]
     return sorted(rows, key=lambda r: (r["kind"] != "terminal", -r["credit"]))
