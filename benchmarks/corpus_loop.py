@@ -16,10 +16,11 @@ import json
 import time
 from pathlib import Path
 
-from tether.corpus_summary import summarize
-from tether.sample import run_sample
-from tether.sample_config import SampleConfig, SftConfig, load_config
-from tether.sft import run_sft
+from tether.corpus.config import SampleConfig, SftConfig
+from tether.corpus.sample import run_sample
+from tether.corpus.sft import run_sft
+from tether.corpus.summary import summarize
+from tether.infra.config import load_config
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python benchmarks/detector_lead.py runs/hack runs/calm --out docs/detectors.md
 
-For each run: the step at which each detector first fires (replaying `tether.detectors.check`
+For each run: the step at which each detector first fires (replaying `tether.watch.detectors.check`
 over the run's metrics.jsonl, step by step, with the default thresholds), and the step at
 which the gold score turns down: the peak of its 3-step moving average, counted only if
 the gold score later falls at least `--drop` below that peak. Lead = downturn step - fire
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tether.atomic import write_text
-from tether.detectors import DetectorConfig, check
+from tether.infra.atomic import write_text
+from tether.watch.detectors import DetectorConfig, check
 
 DETECTORS = ["affirmation_rate", "special_token_rate", "repetition", "longest_repeat_run", "distinct_2_drop", "kl", "drift", "divergence"]
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import transformers
 
-from tether import progress
-from tether.atomic import write_text
-from tether.evaluator import Evaluator
-from tether.models import load_causal_lm
+from tether.infra import progress
+from tether.infra.atomic import write_text
+from tether.infra.models import load_causal_lm
+from tether.judge.evaluator import Evaluator
 
 CONSTITUTION = "examples/cheerful.yaml"
 

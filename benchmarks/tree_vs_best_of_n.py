@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
-from tether.constitution import load_constitution
-from tether.sample import Generator, Judges, draw, load_policy
-from tether.sample_config import SampleConfig, load_config
-from tether.selection import decide, monitor_values
-from tether.texts import read_prompts
+from tether.corpus.config import SampleConfig
+from tether.corpus.sample import Generator, Judges, draw, load_policy
+from tether.corpus.selection import decide, monitor_values
+from tether.infra.config import load_config
+from tether.infra.texts import read_prompts
+from tether.judge.constitution import load_constitution
 
 
 def run(config: SampleConfig, gen: Generator, judges: Judges, prompts: list[str]) -> dict:

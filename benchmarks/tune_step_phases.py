@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from transformers import GenerationMixin, TrainerCallback
 
-from tether.atomic import write_text
-from tether.tune import run_tune
-from tether.tune_config import load_tune_config
+from tether.infra.atomic import write_text
+from tether.infra.config import load_config
+from tether.tune.config import TuneConfig
+from tether.tune.run import run_tune
 
 GENERATION_SECONDS: dict[int, float] = {}  # step -> seconds inside generate()
 
@@ -62,7 +63,7 @@ def main() -> None:
 
     GenerationMixin.generate = timed(GenerationMixin.generate)
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_tune_config(args.config, [*args.overrides, f"steps={args.steps}",
+        config = load_config(TuneConfig, args.config, [*args.overrides, f"steps={args.steps}",
                                                       f"output_dir={tmp}/run", "save_every=1000"])
         run = run_tune(config, callbacks=[StepClock()])
         metrics = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]

@@ -8,18 +8,17 @@ defense as a second reward, and the monitor and detector callbacks, in a plain G
 import argparse
 
 import torch
-
 from datasets import Dataset
 from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer
 
-from tether.callbacks import DetectorCallback, MonitorCallback, RewardTerm
 from tether.defenses.embedding_kl import EmbeddingKL
-from tether.drift import sample_base
-from tether.evaluator import Evaluator
-from tether.models import EMBEDDED_LM, load_causal_lm, load_embedder
-from tether.rewards import ConstitutionReward
-from tether.texts import read_prompts
+from tether.infra.models import EMBEDDED_LM, load_causal_lm, load_embedder
+from tether.infra.texts import read_prompts
+from tether.judge.evaluator import Evaluator
+from tether.tune.rewards import ConstitutionReward
+from tether.watch.callbacks import DetectorCallback, MonitorCallback, RewardTerm
+from tether.watch.drift import sample_base
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--policy", default=EMBEDDED_LM)

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
-from tether.audit import PERTURBATIONS, run_audit
-from tether.evaluator import Evaluator
 from test_evaluator import TEXTS, constitution
+
+from tether.judge.audit import PERTURBATIONS, run_audit
+from tether.judge.evaluator import Evaluator
 
 
 def test_perturbations_do_what_they_say():

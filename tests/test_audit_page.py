@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
-from tether.audit_server import make_server
-from tether.constitution import load_constitution
-from tether.corpus import CorpusDir
+from tether.corpus.review import make_server
+from tether.corpus.store import CorpusDir
+from tether.judge.constitution import load_constitution
 
 INJECTION = '<img src=x onerror="window.injected=1"><script>window.injected=2</script>'
 

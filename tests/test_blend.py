@@ -11,13 +11,14 @@ import pytest
 import torch
 import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
+from test_cli import ENV
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tether.defenses.blend import Blend, find_tuned, pareto_front, recommend, sweep_blends, token_kl
-from tether.detectors import DetectorConfig
+from tether.defenses.blend import Blend, find_tuned
+from tether.defenses.sweep import pareto_front, recommend, sweep_blends, token_kl
 from tether.errors import TetherError
-from tether.sample import Branch, Generator, independent
-from test_cli import ENV
+from tether.infra.generate import Branch, Generator, independent
+from tether.watch.detectors import DetectorConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

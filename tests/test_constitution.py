@@ -2,8 +2,8 @@
 
 import pytest
 
-from tether.constitution import derive_negation, load_constitution
 from tether.errors import TetherError
+from tether.judge.constitution import derive_negation, load_constitution
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -5,14 +5,15 @@ import threading
 
 import pytest
 import yaml
-
-from tether.corpus import CorpusDir
-from tether.errors import TetherError
-from tether.sample import Branch, Generator, run_sample, tree_search
-from tether.sample_config import SampleConfig, SftConfig, load_config
-from tether.selection import decide, monitor_values
-
 from test_cli import tether
+
+from tether.corpus.config import SampleConfig, SftConfig
+from tether.corpus.sample import run_sample, tree_search
+from tether.corpus.selection import decide, monitor_values
+from tether.corpus.store import CorpusDir
+from tether.errors import TetherError
+from tether.infra.config import load_config
+from tether.infra.generate import Branch, Generator
 
 
 def lines(path):
@@ -137,7 +138,7 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny_model_dir, examples_dir, cor
         run_sample(config.model_copy(update={"principle_thresholds": {"nice": 1.0}}))
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("constitution: c.yaml\nprompts: p.txt\nkeep: most\n")
-    with pytest.raises(TetherError, match="bad.yaml: keep: Input should be 'best' or 'threshold'"):
+    with pytest.raises(TetherError, match="bad.yaml: line 3, column 7: keep: 'most': Input should be 'best' or 'threshold'"):
         load_config(SampleConfig, cfg)
     with pytest.raises(TetherError, match="epoch: unknown field"):
         load_config(SftConfig, None, ["epoch=2"])
@@ -177,7 +178,7 @@ def test_decisions_last_wins_and_concurrent_writers_never_corrupt(corpus):
 
 def test_one_round_of_the_loop(tmp_path, corpus):
     """sample -> scripted audit -> sft -> sample again from the tuned adapter."""
-    from tether.sft import run_sft
+    from tether.corpus.sft import run_sft
 
     corpus, config = corpus
     kept = [r["id"] for r in corpus.corpus()]

@@ -11,12 +11,18 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from test_cli import ENV
+
 from tether.defenses.embedding_kl import EmbeddingKL
-from tether.defenses.utility import InstrumentalUtility, UtilityConfig, ValueStore, backward_credit, split_parts
+from tether.defenses.utility import (
+    InstrumentalUtility,
+    UtilityConfig,
+    ValueStore,
+    backward_credit,
+    split_parts,
+)
 from tether.errors import TetherError
-from tether.models import load_embedder
+from tether.infra.models import load_embedder
 
 PROMPT = "Once upon a time, a little dog"
 STORIES = [  # one distribution: short continuations of the prompt

@@ -2,7 +2,12 @@
 
 from pathlib import Path
 
-from tether.reference import constitution_reference, sample_reference, sft_reference, tune_reference
+from tether.infra.config_reference import (
+    constitution_reference,
+    sample_reference,
+    sft_reference,
+    tune_reference,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ growing with a scripted drift (paraphrase < off-topic < a repeated token)."""
 import numpy as np
 import pytest
 
-from tether.drift import EmbeddingDrift, load_base, save_base
-from tether.models import load_embedder
+from tether.infra.models import load_embedder
+from tether.watch.drift import EmbeddingDrift, load_base, save_base
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 BASE = {PROMPT: [

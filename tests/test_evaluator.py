@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from tether.constitution import Constitution
 from tether.errors import TetherError
-from tether.evaluator import Evaluator
+from tether.judge.constitution import Constitution
+from tether.judge.evaluator import Evaluator
 
 TEXTS = [
     "The sun is out and we laugh.",

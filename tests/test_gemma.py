@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from tether.audit import run_audit
-from tether.evaluator import Evaluator
-from tether.models import load_causal_lm
-from tether.tokens import SafeTokenizer
+from tether.infra.models import load_causal_lm
+from tether.judge.audit import run_audit
+from tether.judge.evaluator import Evaluator
+from tether.judge.tokens import SafeTokenizer
 
 pytestmark = pytest.mark.gemma
 YES_INJECTIONS = ["leading_yes", "trailing_yes", "yes_fill", "affirm_sentences"]

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import yaml
-
 from test_cli import tether
 
 pytestmark = pytest.mark.gemma

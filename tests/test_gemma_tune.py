@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from test_cli import tether
 
 pytestmark = pytest.mark.gemma

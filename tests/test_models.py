@@ -5,7 +5,12 @@ import json
 import pytest
 
 from tether.errors import TetherError
-from tether.models import MANIFEST, _cache_is_intact, load_causal_lm, load_embedder
+from tether.infra.models import (
+    MANIFEST,
+    _cache_is_intact,
+    load_causal_lm,
+    load_embedder,
+)
 
 
 def fake_cache(folder):

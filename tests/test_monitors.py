@@ -2,7 +2,7 @@
 
 import pytest
 
-from tether import monitors as m
+from tether.watch import monitors as m
 
 HEALTHY = ["The girl walked her dog to the park and they played fetch.", "Rain fell softly on the old roof."]
 YES_SPAM = ["Yes, yes, yes! Yes yes yes yes yes.", "yes yes yes yes yes yes yes yes"]

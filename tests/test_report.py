@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tether.errors import TetherError
-from tether.report import build_report
+from tether.watch.report import build_report
 
 
 def write_run(path, steps=8, trip_step=6, finished=False):

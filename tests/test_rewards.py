@@ -1,10 +1,10 @@
 """The constitution reward is a TRL reward function: plain callable, and it trains."""
 
 import numpy as np
-
-from tether.evaluator import Evaluator
-from tether.rewards import ConstitutionReward
 from test_evaluator import constitution
+
+from tether.judge.evaluator import Evaluator
+from tether.tune.rewards import ConstitutionReward
 
 
 def test_reward_is_the_evaluator_total(tiny_gemma, tiny_tokenizer):
@@ -26,11 +26,10 @@ def test_chat_format_completions(tiny_gemma, tiny_tokenizer):
 
 def test_trains_under_trl_grpo(tmp_path, tiny_gemma, tiny_tokenizer):
     """Two real GRPO steps with LoRA on the tiny model: TRL calls the reward and logs it."""
+    from conftest import build_tiny_gemma
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
-
-    from conftest import build_tiny_gemma
 
     policy = build_tiny_gemma(len(tiny_tokenizer))
     reward = ConstitutionReward(Evaluator(tiny_gemma, constitution(), tokenizer=tiny_tokenizer))

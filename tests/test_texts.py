@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tether.errors import TetherError
-from tether.texts import read_texts
+from tether.infra.texts import read_texts
 
 
 def test_jsonl_text_and_prompt_completion(tmp_path):
@@ -52,7 +52,7 @@ def test_missing_file(tmp_path):
 
 
 def test_prompts_from_txt_and_jsonl(tmp_path):
-    from tether.texts import read_prompts
+    from tether.infra.texts import read_prompts
 
     txt = tmp_path / "p.txt"
     txt.write_text("Once upon a time\n\nThe dog\n")

@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from tether import atomic, progress
 from tether.errors import TetherError
-from tether.models import EMBEDDED_LM
+from tether.infra import atomic, progress
+from tether.infra.models import EMBEDDED_LM
 
 app = typer.Typer(
     help="Tune language models against a written constitution with AI feedback, and catch the reward hacking.",
@@ -52,10 +52,10 @@ def score(
     quiet: QuietOpt = False,
 ):
     """Score texts against a constitution: per-principle log-odds and P(yes), and a summary table."""
-    from tether.constitution import load_constitution
-    from tether.display import score_table, stdout
-    from tether.evaluator import Evaluator
-    from tether.texts import read_texts
+    from tether.infra.display import score_table, stdout
+    from tether.infra.texts import read_texts
+    from tether.judge.constitution import load_constitution
+    from tether.judge.evaluator import Evaluator
 
     progress.set_enabled(not quiet)
     if combine is not None and combine not in ("mean", "softmin"):
@@ -89,11 +89,11 @@ def audit(
     quiet: QuietOpt = False,
 ):
     """Measure how much each principle pays for yes-injection and other judge tricks, plain and debiased."""
-    from tether.audit import run_audit
-    from tether.constitution import load_constitution
-    from tether.display import audit_tables, stdout
-    from tether.evaluator import Evaluator
-    from tether.texts import read_texts
+    from tether.infra.display import audit_tables, stdout
+    from tether.infra.texts import read_texts
+    from tether.judge.audit import run_audit
+    from tether.judge.constitution import load_constitution
+    from tether.judge.evaluator import Evaluator
 
     progress.set_enabled(not quiet)
     rubric = load_constitution(constitution)
@@ -122,13 +122,14 @@ def tune(
     quiet: QuietOpt = False,
 ):
     """Tune a policy against a constitution with TRL (GRPO or RLOO) and LoRA, logging a run directory."""
-    from tether.tune import resume_config, run_tune
-    from tether.tune_config import load_tune_config
+    from tether.infra.config import load_config
+    from tether.tune.config import TuneConfig
+    from tether.tune.run import resume_config, run_tune
 
     progress.set_enabled(not quiet)
     if (config is None) == (resume is None):
         raise TetherError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
-    settings = resume_config(resume) if resume else load_tune_config(config, set_)
+    settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)
     run = run_tune(settings, resume=resume is not None, force=force)
     summary = json.loads((run.path / "finished.json").read_text())
     trips = ", ".join(f"{name} at step {step}" for name, step in summary["detector_trips"].items()) or "none"
@@ -141,7 +142,7 @@ def report(
     steps: Annotated[Optional[str], typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
 ):
     """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time."""
-    from tether.report import build_report
+    from tether.watch.report import build_report
 
     chosen = None
     if steps:
@@ -160,10 +161,11 @@ def sample(
     quiet: QuietOpt = False,
 ):
     """Rejection-sample a corpus: N candidates a prompt, judged, monitored, kept or rejected with a reason."""
-    from tether.corpus_summary import HEADER, summarize, table_rows
-    from tether.display import stdout
-    from tether.sample import run_sample
-    from tether.sample_config import SampleConfig, load_config
+    from tether.corpus.config import SampleConfig
+    from tether.corpus.sample import run_sample
+    from tether.corpus.summary import HEADER, summarize, table_rows
+    from tether.infra.config import load_config
+    from tether.infra.display import stdout
 
     progress.set_enabled(not quiet)
     settings = load_config(SampleConfig, config, set_)
@@ -181,7 +183,7 @@ def audit_corpus(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
 ):
     """Serve a page on 127.0.0.1 to accept, reject or edit each sample; decisions are saved as they are made."""
-    from tether.audit_server import serve
+    from tether.corpus.review import serve
 
     serve(corpus_dir, port=port, open_browser=open_browser)
 
@@ -196,18 +198,18 @@ def sft(
     quiet: QuietOpt = False,
 ):
     """Fine-tune the policy (LoRA, TRL's SFTTrainer) on a corpus; score held-out prompts before and after."""
-    from tether.display import stdout
-    from tether.sample_config import SftConfig, load_config
-    from tether.sft import run_sft
+    from tether.corpus.config import SftConfig
+    from tether.corpus.sft import run_sft
+    from tether.infra.config import load_config
+    from tether.infra.display import stdout
 
     progress.set_enabled(not quiet)
     if (corpus_dir is None) == (resume is None):
         raise TetherError("give a CORPUS_DIR to start a run, or --resume RUN_DIR to continue one")
     if resume is not None:
-        from tether.rundir import RunDir
+        from tether.infra.rundir import RunDir
 
-        stored = {k: v for k, v in RunDir(resume).config().items() if k not in ("corpus", "constitution_sha256")}
-        settings = SftConfig.model_validate(stored)
+        settings = RunDir(resume).settings(SftConfig, drop=("corpus", "constitution_sha256"), output_dir=resume.absolute())
     else:
         settings = load_config(SftConfig, config, set_)
     run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
@@ -235,8 +237,9 @@ def blend(
     quiet: QuietOpt = False,
 ):
     """Blend tuned weights back toward the base, base + A * (tuned - base): write one A, or sweep several and recommend one."""
-    from tether.defenses.blend import blend_to_folder, parse_alphas, sweep_blends, sweep_table
-    from tether.display import stdout
+    from tether.defenses.blend import blend_to_folder, parse_alphas
+    from tether.defenses.sweep import sweep_blends, sweep_table
+    from tether.infra.display import stdout
 
     progress.set_enabled(not quiet)
     if (alpha is None) == (sweep is None):
@@ -285,7 +288,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]):
 
 
 def stdout_print(message) -> None:
-    from tether.display import stdout
+    from tether.infra.display import stdout
 
     stdout.print(message)
 

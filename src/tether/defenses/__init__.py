@@ -1,6 +1,6 @@
 """The defenses against reward hacking from the source text, one module each.
 
-Early stopping, the first and weakest, lives with the hack detectors (`tether.callbacks`,
+Early stopping, the first and weakest, lives with the hack detectors (`tether.watch.callbacks`,
 `on_hack: stop`). The others:
 
 - `blend`: checkpoint blending, base + A * (tuned - base), and a sweep over A;

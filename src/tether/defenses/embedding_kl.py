@@ -30,8 +30,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.drift import embed
-from tether.rewards import plain_text
+from tether.infra.models import embed
+from tether.tune.rewards import plain_text
 
 
 class EmbeddingKLConfig(BaseModel):

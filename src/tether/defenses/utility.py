@@ -45,13 +45,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from tether import atomic, ranks
-from tether.drift import embed
+from tether.corpus.config import MonitorLimits
+from tether.corpus.selection import monitor_trips, monitor_values
 from tether.errors import TetherError
-from tether.rewards import plain_text
-from tether.rundir import RunDir
-from tether.sample_config import MonitorLimits
-from tether.selection import monitor_trips, monitor_values
+from tether.infra import atomic, jsonl, ranks
+from tether.infra.models import embed
+from tether.infra.rundir import RunDir
+from tether.tune.rewards import plain_text
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -302,8 +302,8 @@ def nearest_texts(store: ValueStore, embed, texts: list[str], k: int = 3) -> lis
 
 def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts."""
-    from tether.models import load_embedder
-    from tether.rundir import RunDir
+    from tether.infra.models import load_embedder
+    from tether.infra.rundir import RunDir
 
     run = RunDir(run_dir)
     if not (run.path / "values" / "values.json").exists():
@@ -313,9 +313,8 @@ def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     utility = UtilityConfig.model_validate(config.get("utility", {}))
     embedder = load_embedder(config.get("embedder") or "embedded:all-minilm-l6-v2")
     parts = []
-    samples = run.path / "samples.jsonl"
-    for line in samples.read_text(encoding="utf-8").splitlines() if samples.exists() else []:
-        parts += split_parts(json.loads(line)["completion"], utility)
+    for row in jsonl.read(run.path / "samples.jsonl"):
+        parts += split_parts(row["completion"], utility)
     parts = list(dict.fromkeys(parts))
     near = nearest_texts(store, lambda texts: embed(embedder, texts), parts, k)
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}

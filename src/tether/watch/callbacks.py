@@ -19,13 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import TrainerCallback
 
-from tether import atomic, progress, ranks
-from tether.detectors import DetectorConfig, check
-from tether.drift import EmbeddingDrift
-from tether.evaluator import Evaluator
-from tether.monitors import text_monitors
-from tether.rewards import ConstitutionReward
-from tether.rundir import RunDir
+from tether.infra import atomic, progress, ranks
+from tether.infra.rundir import RunDir
+from tether.judge.evaluator import Evaluator
+from tether.tune.rewards import ConstitutionReward
+from tether.watch.detectors import DetectorConfig, check
+from tether.watch.drift import EmbeddingDrift
+from tether.watch.monitors import text_monitors
 
 
 @dataclass

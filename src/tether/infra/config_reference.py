@@ -9,12 +9,12 @@ import json
 
 from pydantic import BaseModel
 
-from tether.constitution import Constitution, Example, Principle
+from tether.corpus.config import MonitorLimits, SampleConfig, SftConfig
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
-from tether.detectors import DetectorConfig
-from tether.sample_config import MonitorLimits, SampleConfig, SftConfig
-from tether.tune_config import TuneConfig
+from tether.judge.constitution import Constitution, Example, Principle
+from tether.tune.config import TuneConfig
+from tether.watch.detectors import DetectorConfig
 
 
 def field_table(models: list[tuple[type[BaseModel], str]]) -> str:

@@ -15,10 +15,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tether.errors import TetherError
-from tether.texts import read_utf8
+from tether.infra.texts import read_utf8
 
 DEFAULT_TEMPLATE = "Text: {text}\nQuestion: {question}\nAnswer:"
 Answer = Literal["yes", "no"]

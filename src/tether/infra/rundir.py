@@ -15,8 +15,6 @@ flight; on resume, lines after the last checkpoint are dropped so no step appear
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import time
@@ -24,8 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from tether import atomic
 from tether.errors import TetherError
+from tether.infra import atomic, jsonl
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
 
@@ -56,9 +54,21 @@ class RunDir:
         self.event("start")
 
     def config(self) -> dict:
+        """The stored config as a mapping (read with the one config parser: errors name line and column)."""
+        from tether.infra.config import parse_yaml
+        from tether.infra.texts import read_utf8
+
         if not self.has_run():
             raise TetherError(f"{self.path}: no run here (no config.yaml) to resume")
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+        return parse_yaml(read_utf8(self.path / "config.yaml"), str(self.path / "config.yaml"))
+
+    def settings(self, model, drop: tuple[str, ...] = (), **replace):
+        """The stored config validated as `model` (fields in `drop` left out, `replace` applied)."""
+        from tether.infra.config import load_config
+
+        data = {k: v for k, v in self.config().items() if k not in drop}
+        return load_config(model, data={**data, **{k: str(v) if isinstance(v, Path) else v for k, v in replace.items()}},
+                           where=str(self.path / "config.yaml"))
 
     def checkpoints_by_step(self) -> list[tuple[int, Path]]:
         """Complete TRL checkpoint folders, oldest first."""
@@ -79,16 +89,10 @@ class RunDir:
         for name in LOGS:
             path = self.path / name
             if path.exists():
-                kept = [line for line in path.read_text().splitlines(keepends=True)
-                        if line.strip() and json.loads(line)["step"] <= step]
-                atomic.write_text(path, "".join(kept))
+                jsonl.rewrite(path, [row for row in jsonl.read(path) if row.get("step", 0) <= step])
 
     def append(self, name: str, records: list[dict]) -> None:
-        with open(self.path / name, "a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        jsonl.append(self.path / name, records)
 
     def event(self, kind: str, **details) -> None:
         self.append("events.jsonl", [{"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": kind, **details}])

@@ -27,13 +27,13 @@ from typing import Literal
 import numpy as np
 import torch
 
-from tether import progress
-from tether.combine import COMBINERS
-from tether.constitution import Constitution, load_constitution
 from tether.errors import TetherError
-from tether.models import load_causal_lm
-from tether.prompts import build_probes, text_lead
-from tether.tokens import SafeTokenizer, word_variant_ids
+from tether.infra import progress
+from tether.infra.models import load_causal_lm
+from tether.judge.combine import COMBINERS
+from tether.judge.constitution import Constitution, load_constitution
+from tether.judge.prompts import build_probes, text_lead
+from tether.judge.tokens import SafeTokenizer, word_variant_ids
 
 LongText = Literal["truncate_left", "truncate_right", "error"]
 

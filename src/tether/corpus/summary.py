@@ -11,9 +11,9 @@ from collections import Counter
 
 import numpy as np
 
-from tether import atomic
-from tether.corpus import CorpusDir
-from tether.sample_config import SampleConfig
+from tether.corpus.config import SampleConfig
+from tether.corpus.store import CorpusDir
+from tether.infra import atomic
 
 
 def summarize(corpus: CorpusDir, config: SampleConfig) -> dict:

@@ -10,14 +10,14 @@ text, so it cannot normalise a deviant habit the way a token KL does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tether import progress
+from tether.infra import jsonl, progress
+from tether.infra.models import embed
 
 
 def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float,
@@ -38,20 +38,11 @@ def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens
 
 
 def save_base(path: Path, samples: dict[str, list[str]]) -> None:
-    from tether import atomic
-
-    atomic.write_text(path, "".join(json.dumps({"prompt": p, "completions": c}) + "\n" for p, c in samples.items()))
+    jsonl.rewrite(path, [{"prompt": p, "completions": c} for p, c in samples.items()])
 
 
 def load_base(path: Path) -> dict[str, list[str]]:
-    return {row["prompt"]: row["completions"] for row in map(json.loads, path.read_text().splitlines())}
-
-
-def embed(embedder, texts: Sequence[str]) -> np.ndarray:
-    """(n, dim) unit-length sentence embeddings; (0, dim) for no texts."""
-    if not texts:
-        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
-    return embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+    return {row["prompt"]: row["completions"] for row in jsonl.read(path, missing_ok=False)}
 
 
 class EmbeddingDrift:

@@ -14,22 +14,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from transformers import PrinterCallback
 
-from tether import progress, ranks
-from tether.callbacks import DetectorCallback, MonitorCallback, RewardTerm, StepPrinter
 from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
-from tether.evaluator import Evaluator
-from tether.drift import EmbeddingDrift, load_base, sample_base, save_base
-from tether.models import load_causal_lm, load_embedder
-from tether.rewards import ConstitutionReward
-from tether.rundir import RunDir
-from tether.texts import read_prompts
-from tether.tokens import SafeTokenizer
-from tether.tune_config import TuneConfig
+from tether.infra import progress, ranks
+from tether.infra.models import load_causal_lm, load_embedder
+from tether.infra.rundir import RunDir
+from tether.infra.texts import read_prompts
+from tether.judge.evaluator import Evaluator
+from tether.judge.tokens import SafeTokenizer
+from tether.tune.config import TuneConfig
+from tether.tune.rewards import ConstitutionReward
+from tether.watch.callbacks import (
+    DetectorCallback,
+    MonitorCallback,
+    RewardTerm,
+    StepPrinter,
+)
+from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
 
 
 def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, callbacks: list | None = None) -> RunDir:
@@ -218,4 +222,4 @@ def _vllm_args(config: TuneConfig) -> dict:
 
 def resume_config(run_dir: str | Path) -> TuneConfig:
     """The config a run was started with, for `--resume`."""
-    return TuneConfig.model_validate(RunDir(run_dir).config())
+    return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())

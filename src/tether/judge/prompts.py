@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tether.constitution import Constitution, Principle
-from tether.tokens import SafeTokenizer
+from tether.judge.constitution import Constitution, Principle
+from tether.judge.tokens import SafeTokenizer
 
 FLIP = {"yes": "no", "no": "yes"}
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
-from tether.detectors import DetectorConfig
-from tether.errors import TetherError
-from tether.models import EMBEDDED_LM
-from tether.texts import read_utf8
+from tether.infra.models import EMBEDDED_LM
+from tether.watch.detectors import DetectorConfig
 
 
 class TuneConfig(BaseModel):
@@ -103,41 +100,3 @@ class TuneConfig(BaseModel):
         if not (self.constitution_weight or self.utility.weight):
             raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
         return self
-
-
-def load_tune_config(path: str | Path, overrides: list[str] = ()) -> TuneConfig:
-    """Read a tune config, apply `field=value` overrides, validate; errors name file and field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(read_utf8(path)) or {}
-    except yaml.YAMLError as e:
-        raise TetherError(f"{path}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict):
-        raise TetherError(f"{path}: expected a mapping of config fields")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise TetherError(f"--set {item!r}: write field=value, e.g. --set steps=5")
-        *parents, leaf = key.strip().split(".")  # detectors.kl=0.3 sets a nested field
-        node = data
-        for parent in parents:
-            node = node.setdefault(parent, {})
-            if not isinstance(node, dict):
-                raise TetherError(f"--set {item!r}: {parent} is not a group of fields")
-        node[leaf] = yaml.safe_load(value)
-    base = path.parent
-    for key in ("constitution", "gold_constitution", "prompts"):  # relative to the config file
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and not Path(data[key]).exists():
-            data[key] = str(base / data[key])
-    try:
-        return TuneConfig.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        if first["type"] == "value_error":  # a rule across fields (a defense without its embedder, ...)
-            raise TetherError(f"{path}: {first['msg'].removeprefix('Value error, ')}") from None
-        where = ".".join(map(str, first["loc"]))
-        field = TuneConfig.model_fields.get(str(first["loc"][0]))
-        hint = f"; expected {field.description}" if field and first["type"] != "extra_forbidden" else ""
-        if first["type"] == "extra_forbidden":
-            hint = "; valid fields: " + ", ".join(TuneConfig.model_fields)
-        raise TetherError(f"{path}: {where}: {first['msg']}{hint}") from None

@@ -17,20 +17,16 @@ processes (two audit tabs, a sampler) never interleave.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from tether import atomic
-from tether.constitution import Constitution, load_constitution
 from tether.errors import TetherError
+from tether.infra import atomic, jsonl
+from tether.judge.constitution import Constitution, load_constitution
 
 ACTIONS = ("accept", "reject", "edit")
 
@@ -77,7 +73,17 @@ class CorpusDir:
         return json.loads(self.require().path.joinpath("meta.json").read_text())
 
     def config(self) -> dict:
-        return yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8"))
+        from tether.infra.config import parse_yaml
+        from tether.infra.texts import read_utf8
+
+        return parse_yaml(read_utf8(self.path / "config.yaml"), str(self.path / "config.yaml"))
+
+    def settings(self):
+        """The stored `tether sample` config, validated."""
+        from tether.corpus.config import SampleConfig
+        from tether.infra.config import load_config
+
+        return load_config(SampleConfig, data=self.config(), where=str(self.path / "config.yaml"))
 
     def constitution(self) -> Constitution:
         return load_constitution(self.path / "constitution.yaml")
@@ -93,23 +99,23 @@ class CorpusDir:
     # --- candidates (written by the sampler) ---------------------------------------------------
 
     def candidates(self) -> list[dict]:
-        return _read_jsonl(self.candidates_path)
+        return jsonl.read(self.candidates_path)
 
     def append_candidates(self, records: list[dict]) -> None:
         with self.lock():
-            _append(self.candidates_path, records)
+            jsonl.append(self.candidates_path, records)
 
     def replace_group(self, prompt_index: int, records: list[dict]) -> None:
         """Rewrite one prompt's candidates (finishing a group a crash cut short), atomically."""
         with self.lock():
             others = [c for c in self.candidates() if c["prompt_index"] != prompt_index]
-            atomic.write_text(self.candidates_path, "".join(_line(c) for c in others + records))
+            jsonl.rewrite(self.candidates_path, others + records)
 
     # --- decisions (written by the audit page) ---------------------------------------------------
 
     def decisions(self) -> dict[str, dict]:
         """The last decision for each sample id."""
-        return {d["id"]: d for d in _read_jsonl(self.decisions_path)}
+        return {d["id"]: d for d in jsonl.read(self.decisions_path)}
 
     def decide(self, sample_id: str, action: str, text: str | None = None, note: str = "") -> dict:
         """Record a person's decision, then rebuild corpus.jsonl; both under the lock."""
@@ -123,7 +129,7 @@ class CorpusDir:
             decision = {"id": sample_id, "action": action, "note": note, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
             if action == "edit":
                 decision["text"] = text
-            _append(self.decisions_path, [decision])
+            jsonl.append(self.decisions_path, [decision])
             self._rebuild()
         return decision
 
@@ -136,7 +142,7 @@ class CorpusDir:
     def corpus(self) -> list[dict]:
         if not self.corpus_path.exists():
             raise TetherError(f"{self.path}: no corpus.jsonl yet; run `tether sample` to the end first")
-        return _read_jsonl(self.corpus_path)
+        return jsonl.read(self.corpus_path)
 
     def _rebuild(self) -> list[dict]:
         decisions, rows = self.decisions(), []
@@ -148,47 +154,8 @@ class CorpusDir:
             source = {"accept": "accepted", "edit": "edited", None: "sampler"}[action]
             rows.append({"id": c["id"], "prompt": c["prompt"], "completion": d["text"] if action == "edit" else c["completion"],
                          "total": c["total"], "scores": c["scores"], "source": source, "note": d["note"] if d else ""})
-        atomic.write_text(self.corpus_path, "".join(_line(r) for r in rows))
+        jsonl.rewrite(self.corpus_path, rows)
         return rows
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        with open(self.path / ".lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _line(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-def _append(path: Path, records: list[dict]) -> None:
-    """Append under the lock; a torn last line left by a crash is cut off first."""
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(_line(r) for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Complete lines only: a torn last line (no newline: a crash, or a write in flight) is skipped."""
-    if not path.exists():
-        return []
-    text = path.read_bytes().decode("utf-8")
-    records = []
-    for n, line in enumerate(text.splitlines(keepends=True), 1):
-        if not line.endswith("\n") or not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise TetherError(f"{path}: line {n}: malformed JSON ({e.msg}); fix or remove the line") from None
-    return records
+    def lock(self):
+        return jsonl.locked(self.path)

@@ -6,7 +6,7 @@ The server binds 127.0.0.1 only and answers only requests addressed to that host
 rebinding) with a JSON body (no cross-site form posts). Persistence: every decision is
 appended to decisions.jsonl (fsynced, under the corpus lock) and corpus.jsonl is rebuilt
 before the request returns, so closing the browser or the server loses nothing; with two
-tabs open, the later decision on a sample wins. The page (audit_page.html) is static and
+tabs open, the later decision on a sample wins. The page (review_page.html) is static and
 fetches the samples as JSON; it shows all sample text through `textContent`, so HTML in a
 sample is displayed, never run.
 """
@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
-from tether import progress
-from tether.corpus import CorpusDir
+from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
+from tether.infra import progress
 
 MAX_BODY = 1_000_000
 
@@ -32,7 +32,7 @@ def make_server(corpus_dir: str | Path, port: int = 0) -> ThreadingHTTPServer:
     """A server for one corpus on 127.0.0.1 (port 0: any free one); call serve_forever()."""
     corpus = CorpusDir(corpus_dir).require()
     corpus.check_constitution(corpus.constitution())
-    page = resources.files("tether").joinpath("audit_page.html").read_bytes()
+    page = resources.files("tether.corpus").joinpath("review_page.html").read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format, *args):  # quiet: the terminal shows decisions, not every request

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tether import atomic, progress
-from tether.corpus import CorpusDir
+from tether.corpus.config import SampleConfig, SftConfig
+from tether.corpus.selection import decide, monitor_values
+from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
-from tether.evaluator import Evaluator
-from tether.models import load_causal_lm
-from tether.rundir import RunDir
-from tether.sample import Generator, independent, load_policy
-from tether.sample_config import SampleConfig, SftConfig
-from tether.selection import decide, monitor_values
-from tether.texts import read_prompts
+from tether.infra import atomic, progress
+from tether.infra.generate import Generator, independent, load_policy
+from tether.infra.models import load_causal_lm
+from tether.infra.rundir import RunDir
+from tether.infra.texts import read_prompts
+from tether.judge.evaluator import Evaluator
 
 
 def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Path | None = None,
@@ -51,7 +51,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     examples = corpus.corpus()
     if not examples:
         raise TetherError(f"{corpus.corpus_path}: empty; nothing to train on (accept some samples first)")
-    sampled = SampleConfig.model_validate(corpus.config())
+    sampled = corpus.settings()
     if resume_dir is not None:
         if stored["constitution_sha256"] != constitution.fingerprint():
             raise TetherError(f"{corpus.path}: its constitution changed since {run.path} started; start a new run")
@@ -64,7 +64,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
 
     # --- the policy and the held-out evaluation before tuning ---------------------------------
     set_seed(config.seed)
-    policy, tokenizer = load_policy(sampled.model_copy(update={"policy_model": config.policy_model or sampled.policy_model}))
+    policy, tokenizer = load_policy(config.policy_model or sampled.policy_model, sampled.adapter)
     judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
     heldout = read_prompts(config.heldout_prompts or sampled.prompts)

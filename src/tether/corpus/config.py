@@ -7,14 +7,11 @@ command line with `--set field=value` (read as YAML), like `tether tune`'s confi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tether.errors import TetherError
-from tether.models import EMBEDDED_LM
-from tether.texts import read_utf8
+from tether.infra.models import EMBEDDED_LM
 
 
 class MonitorLimits(BaseModel):
@@ -97,45 +94,3 @@ class SftConfig(BaseModel):
     )
     seed: int = Field(0, description="seed for LoRA initialisation, data order and evaluation sampling")
     output_dir: Path = Field(Path("runs/sft"), description="the run directory")
-
-
-Config = TypeVar("Config", SampleConfig, SftConfig)
-RELATIVE_PATHS = ("constitution", "gold_constitution", "prompts", "adapter", "heldout_prompts")
-
-
-def load_config(model: type[Config], path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a config (or start empty), apply `field=value` overrides, validate; errors name file and field."""
-    where = str(path) if path is not None else "--set"
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(read_utf8(path)) or {}
-        except yaml.YAMLError as e:
-            raise TetherError(f"{path}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
-        if not isinstance(data, dict):
-            raise TetherError(f"{path}: expected a mapping of config fields")
-        for key in RELATIVE_PATHS:  # relative to the config file
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute() and not Path(data[key]).exists():
-                data[key] = str(path.parent / data[key])
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise TetherError(f"--set {item!r}: write field=value, e.g. --set seed=1")
-        *parents, leaf = key.strip().split(".")  # monitors.max_repetition=0.5 sets a nested field
-        node = data
-        for parent in parents:
-            node = node.setdefault(parent, {})
-            if not isinstance(node, dict):
-                raise TetherError(f"--set {item!r}: {parent} is not a group of fields")
-        node[leaf] = yaml.safe_load(value)
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(map(str, first["loc"]))
-        if first["type"] == "extra_forbidden":
-            raise TetherError(f"{where}: {loc}: unknown field; valid fields: {', '.join(model.model_fields)}") from None
-        field = model.model_fields.get(str(first["loc"][0]))
-        hint = f"; expected {field.description}" if field else ""
-        raise TetherError(f"{where}: {loc}: {first['msg']}{hint}") from None

@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import platformdirs
 
-from tether import progress
 from tether.errors import TetherError
+from tether.infra import progress
 
 EMBEDDED_LM = "embedded:gemma-3-270m"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
@@ -109,6 +109,16 @@ def _offline_first(loader, source: str, name: str, kwargs: dict):
 def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def embed(embedder, texts: Sequence[str]):
+    """(n, dim) unit-length sentence embeddings; (0, dim) for no texts."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
+    return embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+
 
 
 # --- the embedded Gemma: verify, de-quantize once, cache as safetensors ---------------

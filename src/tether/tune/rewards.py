@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from tether.evaluator import Evaluator, ScoreResult
+from tether.judge.evaluator import Evaluator, ScoreResult
 
 
 def plain_text(item) -> str:

@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tether.audit import MODES, PERTURBATIONS, AuditReport
-from tether.evaluator import ScoreResult
+from tether.judge.audit import MODES, PERTURBATIONS, AuditReport
+from tether.judge.evaluator import ScoreResult
 
 # Tables are data: printed whole, 120 columns wide when stdout is not a terminal.
 stdout = Console(soft_wrap=True)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tether.evaluator import Evaluator
+from tether.judge.evaluator import Evaluator
 
 SPECIAL_TOKEN_STRING = "<start_of_image>"  # the token Gemma 270M learned to spam on this machine
 

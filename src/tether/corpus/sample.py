@@ -5,7 +5,7 @@
 
 For each prompt: draw N candidates from the policy, judge them (prompt followed by
 completion, as `tether score` does), run the monitors, and decide which are kept
-(`tether.selection`). Two ways to draw them at the same generation budget:
+(`tether.corpus.selection`). Two ways to draw them at the same generation budget:
 
 - independent: N whole completions (best-of-N / rejection sampling);
 - tree (as MiniHF's weave): grow branches `tree_chunk_tokens` at a time; after each round
@@ -20,72 +20,19 @@ prompt and draws what an uninterrupted run would have.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from tether import progress
-from tether.constitution import load_constitution
-from tether.corpus import CorpusDir
-from tether.corpus_summary import write_summary
+from tether.corpus.config import SampleConfig
+from tether.corpus.selection import decide, monitor_values
+from tether.corpus.store import CorpusDir
+from tether.corpus.summary import write_summary
 from tether.errors import TetherError
-from tether.evaluator import Evaluator
-from tether.models import load_causal_lm
-from tether.sample_config import SampleConfig
-from tether.selection import decide, monitor_values
-from tether.texts import read_prompts
-from tether.tokens import SafeTokenizer
-
-if TYPE_CHECKING:
-    from tether.tune_config import TuneConfig
-
-
-@dataclass
-class Branch:
-    ids: list[int]  # completion tokens so far
-    finished: bool = False  # ended with end-of-text
-    score: float = 0.0
-
-
-class Generator:
-    """Samples continuations of a prompt, with special and unused tokens suppressed."""
-
-    def __init__(self, model, tokenizer, *, temperature: float, suppress_special_tokens: bool = True):
-        self.model, self.tokenizer, self.temperature = model, tokenizer, temperature
-        eos = model.generation_config.eos_token_id
-        self.eos = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.eos.discard(None)
-        self.suppress = sorted(SafeTokenizer(tokenizer).control_ids - self.eos) if suppress_special_tokens else None
-        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.generated_tokens = 0  # the generation budget spent, for comparisons
-
-    def prompt_ids(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt)["input_ids"]
-
-    @torch.inference_mode()
-    def extend(self, prompt_ids: list[int], branch: Branch, n: int, tokens: int) -> list[Branch]:
-        """n children of a branch, each up to `tokens` tokens longer."""
-        ids = torch.tensor([prompt_ids + branch.ids]).repeat(n, 1)
-        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.temperature,
-                                  top_k=0, top_p=1.0, max_new_tokens=tokens, suppress_tokens=self.suppress,
-                                  pad_token_id=self.pad)
-        children = []
-        for row in out[:, ids.shape[1]:].tolist():
-            stop = next((i for i, t in enumerate(row) if t in self.eos), None)
-            new = row if stop is None else row[:stop]
-            self.generated_tokens += len(new) + (stop is not None)
-            children.append(Branch(branch.ids + new, finished=stop is not None))
-        return children
-
-    def text(self, branch: Branch) -> str:
-        return self.tokenizer.decode(branch.ids, skip_special_tokens=True)
-
-
-def independent(gen: Generator, prompt: str, n: int, max_tokens: int) -> list[str]:
-    """N whole completions."""
-    return [gen.text(b) for b in gen.extend(gen.prompt_ids(prompt), Branch([]), n, max_tokens)]
+from tether.infra import progress
+from tether.infra.generate import Branch, Generator, independent, load_policy
+from tether.infra.texts import read_prompts
+from tether.judge.constitution import load_constitution
+from tether.judge.judges import Judges
 
 
 def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chunk: int, width: int,
@@ -112,49 +59,6 @@ def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chu
         keep = rng.choice(len(children), size=min(width, len(children)), replace=False, p=weights / weights.sum())
         frontier = [children[i] for i in sorted(keep)]
     return [gen.text(c) for c in children]
-
-
-class Judges:
-    """The constitution (and the optional gold judge) applied to prompt + completion.
-
-    `config` is a sample or a tune config: both name judge_model, gold_constitution,
-    gold_model, gold_debias and judge_batch_size.
-    """
-
-    def __init__(self, config: SampleConfig | TuneConfig, constitution):
-        model, tokenizer = load_causal_lm(config.judge_model)
-        self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
-        self.gold = None
-        if config.gold_constitution is not None:
-            if config.gold_model not in (None, config.judge_model):
-                model, tokenizer = load_causal_lm(config.gold_model)
-            self.gold = Evaluator(model, config.gold_constitution, tokenizer=tokenizer, debias=config.gold_debias,
-                                  batch_size=config.judge_batch_size)
-
-    def totals(self, texts: list[str]) -> np.ndarray:
-        return self.judge.score(texts).total()
-
-    def records(self, prompt: str, completions: list[str]) -> list[dict]:
-        texts = [prompt + c for c in completions]
-        result = self.judge.score(texts)
-        rows = [{"total": round(float(t), 4), "scores": dict(zip(result.names, np.round(s, 4).tolist()))}
-                for t, s in zip(result.total(), result.scores())]
-        if self.gold is not None:
-            gold = self.gold.score(texts)
-            for row, t, s in zip(rows, gold.total(), gold.scores()):
-                row["gold_total"], row["gold_scores"] = round(float(t), 4), dict(zip(gold.names, np.round(s, 4).tolist()))
-        return rows
-
-
-def load_policy(config: SampleConfig):
-    model, tokenizer = load_causal_lm(config.policy_model)
-    if config.adapter is not None:
-        from peft import PeftModel
-
-        if not (config.adapter / "adapter_config.json").exists():
-            raise TetherError(f"{config.adapter}: no LoRA adapter here (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, str(config.adapter)).merge_and_unload()
-    return model.eval(), tokenizer
 
 
 def draw(config: SampleConfig, gen: Generator, judges: Judges, prompt: str, n: int, seed: int) -> list[str]:
@@ -190,7 +94,7 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
         progress.console.print(f"continuing {corpus.path}: {len(prompts) - len(todo)} of {len(prompts)} prompts done")
 
     if todo:
-        policy, tokenizer = load_policy(config)
+        policy, tokenizer = load_policy(config.policy_model, config.adapter)
         gen = Generator(policy, tokenizer, temperature=config.temperature,
                         suppress_special_tokens=config.suppress_special_tokens)
         judges = Judges(config, constitution)

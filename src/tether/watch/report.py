@@ -13,9 +13,9 @@ import html
 import json
 from pathlib import Path
 
-from tether import atomic
 from tether.errors import TetherError
-from tether.rundir import RunDir
+from tether.infra import atomic, jsonl
+from tether.infra.rundir import RunDir
 
 PLOTS = [  # (file name, title, [(metric key, label)])
     ("reward.png", "train reward vs gold score", [("reward/train", "train reward"), ("gold/score", "gold score")]),
@@ -40,18 +40,6 @@ PLOTS = [  # (file name, title, [(metric key, label)])
 ]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written right now
-            continue
-    return rows
-
-
 def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per_step: int = 2) -> Path:
     import matplotlib
 
@@ -59,11 +47,11 @@ def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per
     import matplotlib.pyplot as plt
 
     run = RunDir(run_dir)
-    metrics = _read_jsonl(run.path / "metrics.jsonl")
+    metrics = jsonl.read(run.path / "metrics.jsonl")
     if not metrics:
         raise TetherError(f"{run.path}: no metrics.jsonl lines yet; is this a tether run directory?")
-    samples = _read_jsonl(run.path / "samples.jsonl")
-    events = _read_jsonl(run.path / "events.jsonl")
+    samples = jsonl.read(run.path / "samples.jsonl")
+    events = jsonl.read(run.path / "events.jsonl")
     trips = [e for e in events if e.get("event") == "detector"]
     out = run.path / "report"
     out.mkdir(exist_ok=True)

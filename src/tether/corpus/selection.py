@@ -9,8 +9,14 @@ score. Every candidate gets a `status` and a one-line `reason` a person can read
 
 from __future__ import annotations
 
-from tether.monitors import affirmation_rate, longest_repeat_run, repeated_trigram_share, special_token_rate, words
-from tether.sample_config import MonitorLimits, SampleConfig
+from tether.corpus.config import MonitorLimits, SampleConfig
+from tether.watch.monitors import (
+    affirmation_rate,
+    longest_repeat_run,
+    repeated_trigram_share,
+    special_token_rate,
+    words,
+)
 
 
 def monitor_values(completion: str) -> dict[str, float]:

@@ -1,0 +1,43 @@
+"""A train judge and its optional gold judge, applied to prompt + completion.
+
+The one place tune, sample, sft and the blend sweep build their judges from a config.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tether.infra.models import load_causal_lm
+from tether.judge.evaluator import Evaluator
+
+
+class Judges:
+    """The constitution (and the optional gold judge) applied to prompt + completion.
+
+    `config` is a sample or a tune config: both name judge_model, gold_constitution,
+    gold_model, gold_debias and judge_batch_size.
+    """
+
+    def __init__(self, config, constitution):
+        model, tokenizer = load_causal_lm(config.judge_model)
+        self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
+        self.gold = None
+        if config.gold_constitution is not None:
+            if config.gold_model not in (None, config.judge_model):
+                model, tokenizer = load_causal_lm(config.gold_model)
+            self.gold = Evaluator(model, config.gold_constitution, tokenizer=tokenizer, debias=config.gold_debias,
+                                  batch_size=config.judge_batch_size)
+
+    def totals(self, texts: list[str]) -> np.ndarray:
+        return self.judge.score(texts).total()
+
+    def records(self, prompt: str, completions: list[str]) -> list[dict]:
+        texts = [prompt + c for c in completions]
+        result = self.judge.score(texts)
+        rows = [{"total": round(float(t), 4), "scores": dict(zip(result.names, np.round(s, 4).tolist()))}
+                for t, s in zip(result.total(), result.scores())]
+        if self.gold is not None:
+            gold = self.gold.score(texts)
+            for row, t, s in zip(rows, gold.total(), gold.scores()):
+                row["gold_total"], row["gold_scores"] = round(float(t), 4), dict(zip(gold.names, np.round(s, 4).tolist()))
+        return rows
