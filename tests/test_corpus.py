@@ -25,7 +25,7 @@ def sample_config(tmp_path, model_dir, examples_dir, **fields):
         "policy_model": str(model_dir), "judge_model": str(model_dir),
         "constitution": examples_dir / "cheerful.yaml", "prompts": examples_dir / "prompts.txt",
         "completions_per_prompt": 4, "max_completion_tokens": 6, "threshold": 0.0915,
-        "monitors": {"min_words": 1}, "output_dir": tmp_path / "corpus", **fields,
+        "monitors": {"words": 1}, "output_dir": tmp_path / "corpus", **fields,
     })
 
 
@@ -81,7 +81,7 @@ def test_best_of_n_keeps_the_best_and_monitors_reject_with_a_reason():
                                  ("We laughed and sang all day long.", 1.0), ("Odd <start_of_image> token here.", 2.0)]]
     decide(group, config)
     assert [c["status"] for c in group] == ["rejected", "rejected", "kept", "rejected"]
-    assert group[1]["reason"].startswith("monitor: affirmation_rate 1 > 0.1") and "repeat_run 6 > 3" in group[1]["reason"]
+    assert group[1]["reason"].startswith("monitor: affirmation_rate 1 > 0.1") and "longest_repeat_run 6 > 3" in group[1]["reason"]
     assert group[3]["reason"].startswith("monitor: special_token_rate")
     assert group[0]["reason"] == "rank 2 of 4 by total score; only the best 1 kept"
 

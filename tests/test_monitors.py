@@ -3,6 +3,7 @@
 import pytest
 
 from tether.watch import monitors as m
+from tether.watch.metrics import batch_values, text_values, trips
 
 HEALTHY = ["The girl walked her dog to the park and they played fetch.", "Rain fell softly on the old roof."]
 YES_SPAM = ["Yes, yes, yes! Yes yes yes yes yes.", "yes yes yes yes yes yes yes yes"]
@@ -42,8 +43,24 @@ def test_distinct_n():
 
 
 def test_text_monitors_keys_and_direction():
-    healthy, hacked = m.text_monitors(HEALTHY), m.text_monitors(YES_SPAM)
+    healthy, hacked = batch_values(HEALTHY), batch_values(YES_SPAM)
     assert set(healthy) == set(hacked) and all(k.startswith("monitor/") for k in healthy)
     for key in ("monitor/affirmation_rate", "monitor/repetition", "monitor/longest_repeat_run"):
         assert hacked[key] > healthy[key]
     assert hacked["monitor/distinct_2"] < healthy["monitor/distinct_2"]
+
+
+def test_one_vocabulary_for_limits_detectors_sampler_and_utility():
+    """A limit is named as its monitor everywhere, and `trips` honours each monitor's direction."""
+    from tether.corpus.config import MonitorLimits
+    from tether.watch.detectors import DetectorConfig
+
+    spam = text_values("yes yes yes yes yes yes")
+    assert {t.detector for t in trips(spam, MonitorLimits().model_dump())} >= {"affirmation_rate", "longest_repeat_run"}
+    assert [t.reason() for t in trips({"words": 2}, {"words": 3})] == ["words 2 < 3"]  # a minimum, not a maximum
+    assert trips({"words": 4}, {"words": 3}) == []
+    assert set(DetectorConfig().limits()) <= set(MonitorLimits.model_fields)  # the same names in both configs
+    assert MonitorLimits.model_validate({"max_repeat_run": 2, "min_words": 5}).model_dump()["longest_repeat_run"] == 2
+    batch = batch_values(["yes yes yes yes yes yes"])
+    assert {t.detector for t in trips(batch, DetectorConfig().limits())} == {"affirmation_rate", "repetition",
+                                                                           "longest_repeat_run"}

@@ -32,7 +32,9 @@ BatchOpt = Annotated[int, typer.Option(min=1, help="texts per forward pass")]
 LongTextOpt = Annotated[
     str, typer.Option(help="a text longer than the judge's context: truncate_left (keep its end), truncate_right, or error")
 ]
-MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: the context)")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
+DeviceOpt = Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")]
+DtypeOpt = Annotated[str, typer.Option(help="the judge's precision: float32 or bfloat16")]
 RemoteOpt = Annotated[bool, typer.Option(help="allow the model's own Python code from the hub (off: safer)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
@@ -50,6 +52,8 @@ def score(
     max_text_tokens: MaxTokensOpt = None,
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
 ):
     """Score texts against a constitution: per-principle log-odds and P(yes), and a summary table."""
     from tether.infra.display import score_table, stdout
@@ -63,14 +67,16 @@ def score(
     rubric = load_constitution(constitution)
     records = read_texts(texts)
     evaluator = Evaluator(model, rubric, debias=debias, combine=combine, batch_size=batch_size,
-                          long_text=long_text, max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code)
+                          long_text=long_text, max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code,
+                          device=device, dtype=dtype)
     result = evaluator.score([r.text for r in records], show_progress=not quiet)
     rows = [{**{k: v for k, v in r.meta.items() if k != "text"}, **row} for r, row in zip(records, result.records())]
     atomic.write_records(out, rows)
     stdout.print(score_table(result, [r.meta.get("label") for r in records]))
     truncated = int((result.truncated_tokens > 0).sum())
     if truncated:
-        progress.console.print(f"[yellow]warning:[/] {truncated} text(s) were truncated to fit the judge ({long_text}); see `truncated_tokens`")
+        progress.console.print(f"[yellow]warning:[/] {truncated} text(s) were cut to {evaluator.text_budget} tokens ({long_text}); "
+                               f"see `truncated_tokens`; --max-text-tokens raises the cap")
     stdout.print(f"wrote {len(rows)} rows to {out}")
 
 
@@ -87,6 +93,8 @@ def audit(
     max_text_tokens: MaxTokensOpt = None,
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
 ):
     """Measure how much each principle pays for yes-injection and other judge tricks, plain and debiased."""
     from tether.infra.display import audit_tables, stdout
@@ -104,7 +112,7 @@ def audit(
     else:
         sample = [r.text for r in read_texts(texts)]
     evaluator = Evaluator(model, rubric, with_negations=True, batch_size=batch_size, long_text=long_text,
-                          max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code)
+                          max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code, device=device, dtype=dtype)
     report = run_audit(evaluator, sample, threshold=threshold, min_share=min_share, show_progress=not quiet)
     atomic.write_json(out, report.to_json())
     for table in audit_tables(report):

@@ -9,20 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from tether.infra.models import EMBEDDED_LM
+from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 
 
 class MonitorLimits(BaseModel):
-    """A candidate that trips any of these is rejected, whatever its score; the reason is recorded."""
+    """A candidate that trips any of these is rejected, whatever its score; the reason is recorded.
 
-    model_config = ConfigDict(extra="forbid")
-    max_affirmation_rate: float = Field(0.1, ge=0, description="most affirmation words (yes, sure, ...) per word")
-    max_special_token_rate: float = Field(0.0, ge=0, description="most special-token strings (`<eos>`, ...) per word")
-    max_repetition: float = Field(0.3, ge=0, le=1, description="most word 3-grams that repeat an earlier one")
-    max_repeat_run: int = Field(3, ge=1, description="most back-to-back repeats of a 1-4 word unit")
-    min_words: int = Field(3, ge=0, description="fewest words in a completion")
+    Each limit is named as its monitor (`tether.watch.metrics`), as the detectors' are; the
+    names before 0.2 (`max_repetition`, `min_words`, ...) are still read.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    affirmation_rate: float = Field(0.1, ge=0, validation_alias=AliasChoices("affirmation_rate", "max_affirmation_rate"),
+                                    description="most affirmation words (yes, sure, ...) per word")
+    special_token_rate: float = Field(0.0, ge=0, validation_alias=AliasChoices("special_token_rate", "max_special_token_rate"),
+                                      description="most special-token strings (`<eos>`, ...) per word")
+    repetition: float = Field(0.3, ge=0, le=1, validation_alias=AliasChoices("repetition", "max_repetition"),
+                              description="most word 3-grams that repeat an earlier one")
+    longest_repeat_run: int = Field(3, ge=1, validation_alias=AliasChoices("longest_repeat_run", "max_repeat_run"),
+                                    description="most back-to-back repeats of a 1-4 word unit")
+    words: int = Field(3, ge=0, validation_alias=AliasChoices("words", "min_words"),
+                       description="fewest words in a completion")
 
 
 class SampleConfig(BaseModel):
@@ -69,6 +78,10 @@ class SampleConfig(BaseModel):
     seed: int = Field(0, description="seed for sampling")
     output_dir: Path = Field(Path("corpus/cheerful"), description="the corpus directory")
     judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+    device: str = Field(
+        "auto", pattern=DEVICE_PATTERN, description="where the policy and judges run: auto (CUDA when present), cpu, cuda or cuda:N"
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="the policy's and judges' precision")
 
     def threshold_for(self, principle: str) -> float:
         return self.principle_thresholds.get(principle, self.threshold)
@@ -94,3 +107,9 @@ class SftConfig(BaseModel):
     )
     seed: int = Field(0, description="seed for LoRA initialisation, data order and evaluation sampling")
     output_dir: Path = Field(Path("runs/sft"), description="the run directory")
+    device: str | None = Field(
+        None, pattern=DEVICE_PATTERN, description="where the policy and judge run: auto, cpu, cuda or cuda:N (default: the corpus's)"
+    )
+    dtype: Literal["float32", "bfloat16"] | None = Field(
+        None, description="the judge's precision (default: the corpus's); the policy trains in float32"
+    )

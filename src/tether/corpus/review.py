@@ -26,15 +26,25 @@ from tether.errors import TetherError
 from tether.infra import progress
 
 MAX_BODY = 1_000_000
+READ_TIMEOUT = 30.0
+
+
+def body_length(header: str | None) -> int | None:
+    """The Content-Length as a byte count (0 when absent), or None when it is not a plain non-negative integer."""
+    value = (header or "0").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def make_server(corpus_dir: str | Path, port: int = 0) -> ThreadingHTTPServer:
     """A server for one corpus on 127.0.0.1 (port 0: any free one); call serve_forever()."""
     corpus = CorpusDir(corpus_dir).require()
     corpus.check_constitution(corpus.constitution())
+    corpus.heal()  # apply a decision a kill left logged but not yet in corpus.jsonl
     page = resources.files("tether.corpus").joinpath("review_page.html").read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT  # a client that stalls mid-request is dropped, never waited on forever
+
         def log_message(self, format, *args):  # quiet: the terminal shows decisions, not every request
             pass
 
@@ -44,7 +54,10 @@ def make_server(corpus_dir: str | Path, port: int = 0) -> ThreadingHTTPServer:
             if self.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
             elif self.path == "/api/samples":
-                self._json(HTTPStatus.OK, samples_payload(corpus))
+                try:
+                    self._json(HTTPStatus.OK, samples_payload(corpus))
+                except TetherError as e:  # a damaged file: the page shows the one line
+                    self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(e)})
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -55,9 +68,13 @@ def make_server(corpus_dir: str | Path, port: int = 0) -> ThreadingHTTPServer:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             if not self.headers.get("Content-Type", "").startswith("application/json"):
                 return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
-            length = int(self.headers.get("Content-Length") or 0)
+            length = body_length(self.headers.get("Content-Length"))
+            if length is None:
+                self.close_connection = True  # the body's end is unknown: never read it
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length: write the body's size in bytes"})
             if length > MAX_BODY:
-                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "too large"})
+                self.close_connection = True
+                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
             try:
                 body = json.loads(self.rfile.read(length))
                 if not isinstance(body, dict):

@@ -28,6 +28,7 @@ from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.corpus.summary import write_summary
 from tether.errors import TetherError
+from tether.infra.seeds import item_seed
 from tether.infra import progress
 from tether.infra.generate import Branch, Generator, independent, load_policy
 from tether.infra.texts import read_prompts
@@ -37,19 +38,22 @@ from tether.judge.judges import Judges
 
 def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chunk: int, width: int,
                 temperature: float, rng: np.random.Generator) -> list[str]:
-    """Weave-style search: N leaves at the generation budget of N whole completions.
+    """Weave-style search: exactly N leaves at the generation budget of N whole completions.
 
-    Each round every kept branch gets n / width children of `chunk` more tokens (the root
-    gets all n), the judge scores them as prompt + partial text, and `width` are kept by
-    sampling without replacement with probability softmax(score / temperature). A branch
-    that ended is carried forward as it is. The last round's children are the leaves.
+    Each round the kept branches have n children between them (the root all n): a branch
+    that ended is carried forward as one child, and the open branches share the rest, as
+    evenly as integers allow. The judge scores the children as prompt + partial text, and
+    `width` are kept by sampling without replacement with probability softmax(score /
+    temperature). The last round's children are the leaves. Exactly n, always: a rerun
+    counts a prompt with fewer as unfinished and would draw it again every time.
     """
     prompt_ids = gen.prompt_ids(prompt)
     frontier, children = [Branch([])], []
     for start in range(0, max_tokens, chunk):
-        tokens, per_branch = min(chunk, max_tokens - start), n // len(frontier)
-        children = [child for b in frontier for child in
-                    ([b] if b.finished else gen.extend(prompt_ids, b, per_branch, tokens))]
+        tokens = min(chunk, max_tokens - start)
+        children = [child for b, share in zip(frontier, shares(frontier, n)) for child in
+                    ([b] * share if b.finished else gen.extend(prompt_ids, b, share, tokens) if share else [])]
+        children = [Branch(list(c.ids), c.finished) for c in children]  # carried copies are branches of their own
         totals = judge([prompt + gen.text(c) for c in children])
         for child, total in zip(children, totals):
             child.score = float(total)
@@ -58,7 +62,19 @@ def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chu
         weights = np.exp((np.array([c.score for c in children]) - max(c.score for c in children)) / temperature)
         keep = rng.choice(len(children), size=min(width, len(children)), replace=False, p=weights / weights.sum())
         frontier = [children[i] for i in sorted(keep)]
+    assert len(children) == n, (len(children), n)
     return [gen.text(c) for c in children]
+
+
+def shares(frontier: list[Branch], n: int) -> list[int]:
+    """Children per frontier branch, summing to n: one for a finished branch (carried as it is), the rest
+    split evenly over the open ones; when every branch has finished, they share all n as copies."""
+    open_ = [i for i, b in enumerate(frontier) if not b.finished] or list(range(len(frontier)))
+    out = [0 if i in open_ else 1 for i in range(len(frontier))]
+    rest = n - sum(out)
+    for k, i in enumerate(open_):
+        out[i] = rest // len(open_) + (k < rest % len(open_))
+    return out
 
 
 def draw(config: SampleConfig, gen: Generator, judges: Judges, prompt: str, n: int, seed: int) -> list[str]:
@@ -94,7 +110,7 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
         progress.console.print(f"continuing {corpus.path}: {len(prompts) - len(todo)} of {len(prompts)} prompts done")
 
     if todo:
-        policy, tokenizer = load_policy(config.policy_model, config.adapter)
+        policy, tokenizer = load_policy(config.policy_model, config.adapter, device=config.device, dtype=config.dtype)
         gen = Generator(policy, tokenizer, temperature=config.temperature,
                         suppress_special_tokens=config.suppress_special_tokens)
         judges = Judges(config, constitution)
@@ -102,7 +118,7 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
             existing = groups.get(i, [])
             # The whole group is drawn again from its seed; only the draws not yet written are kept.
             completions = draw(config, gen, judges, prompts[i], config.completions_per_prompt,
-                               config.seed * 100_003 + i)[len(existing):]
+                               item_seed(config.seed, i))[len(existing):]
             new = [{"id": f"p{i}-s{len(existing) + k}", "prompt_index": i, "sample_index": len(existing) + k,
                     "prompt": prompts[i], "completion": text, "search": config.search, **scores,
                     "monitors": monitor_values(text)}

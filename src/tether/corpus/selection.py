@@ -10,35 +10,17 @@ score. Every candidate gets a `status` and a one-line `reason` a person can read
 from __future__ import annotations
 
 from tether.corpus.config import MonitorLimits, SampleConfig
-from tether.watch.monitors import (
-    affirmation_rate,
-    longest_repeat_run,
-    repeated_trigram_share,
-    special_token_rate,
-    words,
-)
+from tether.watch.metrics import text_values, trips
 
 
 def monitor_values(completion: str) -> dict[str, float]:
-    return {
-        "affirmation_rate": round(affirmation_rate([completion]), 4),
-        "special_token_rate": round(special_token_rate([completion]), 4),
-        "repetition": round(repeated_trigram_share(completion), 4),
-        "repeat_run": longest_repeat_run(completion),
-        "words": len(words(completion)),
-    }
+    """Every per-completion monitor of one candidate (the registry's), keyed by name."""
+    return text_values(completion)
 
 
 def monitor_trips(values: dict[str, float], limits: MonitorLimits) -> list[str]:
     """Readable reasons, one per tripped monitor ("affirmation_rate 0.25 > 0.1")."""
-    checks = [
-        ("affirmation_rate", values["affirmation_rate"] > limits.max_affirmation_rate, ">", limits.max_affirmation_rate),
-        ("special_token_rate", values["special_token_rate"] > limits.max_special_token_rate, ">", limits.max_special_token_rate),
-        ("repetition", values["repetition"] > limits.max_repetition, ">", limits.max_repetition),
-        ("repeat_run", values["repeat_run"] > limits.max_repeat_run, ">", limits.max_repeat_run),
-        ("words", values["words"] < limits.min_words, "<", limits.min_words),
-    ]
-    return [f"{name} {values[name]:g} {op} {limit:g}" for name, tripped, op, limit in checks if tripped]
+    return [trip.reason() for trip in trips(values, limits.model_dump())]
 
 
 def below_thresholds(scores: dict[str, float], config: SampleConfig) -> list[str]:

@@ -5,7 +5,7 @@
 
 Reads top to bottom: corpus -> run directory -> held-out evaluation of the untuned policy
 -> TRL's SFTTrainer with a LoRA adapter on the prompt/completion pairs (loss on the
-completion only) -> the same evaluation of the tuned policy -> eval.json. The evaluation
+completion only; the corpus's own adapter, continued, when it was sampled with one) -> the same evaluation of the tuned policy -> eval.json. The evaluation
 samples each held-out prompt as `tether sample` would and scores it with the corpus's own
 constitution, reporting mean scores and the pass rate under the corpus's thresholds and
 monitors: the acceptance rate a next round of sampling would see.
@@ -22,9 +22,10 @@ from tether.corpus.config import SampleConfig, SftConfig
 from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
+from tether.infra.seeds import item_seed
 from tether.infra import atomic, progress
 from tether.infra.generate import Generator, independent, load_policy
-from tether.infra.models import load_causal_lm
+from tether.infra.models import load_causal_lm, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
 from tether.judge.evaluator import Evaluator
@@ -33,7 +34,6 @@ from tether.judge.evaluator import Evaluator
 def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Path | None = None,
             force: bool = False) -> tuple[RunDir, dict]:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
@@ -48,6 +48,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     corpus = CorpusDir(corpus_dir).require()
     constitution = corpus.constitution()
     corpus.check_constitution(constitution)
+    corpus.heal()
     examples = corpus.corpus()
     if not examples:
         raise TetherError(f"{corpus.corpus_path}: empty; nothing to train on (accept some samples first)")
@@ -61,11 +62,14 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     else:
         run.start({**config.model_dump(mode="json"), "corpus": str(corpus.path),
                    "constitution_sha256": constitution.fingerprint()}, force=force)
+        run.event("parent_adapter", path=str(sampled.adapter) if sampled.adapter else None)
 
     # --- the policy and the held-out evaluation before tuning ---------------------------------
     set_seed(config.seed)
-    policy, tokenizer = load_policy(config.policy_model or sampled.policy_model, sampled.adapter)
-    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model)
+    policy, tokenizer, lora = trainable_policy(config.policy_model or sampled.policy_model, sampled.adapter, config)
+    device, dtype = resolve_device(config.device or sampled.device), config.dtype or sampled.dtype
+    policy.to(device)  # the trainer keeps it there: use_cpu follows the device
+    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=dtype)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
     heldout = read_prompts(config.heldout_prompts or sampled.prompts)
     evaluate = HeldOut(judge, heldout, sampled, config)
@@ -81,12 +85,12 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
         args=SFTConfig(
             output_dir=str(run.checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate, max_length=config.max_length, logging_steps=1, save_strategy="epoch",
-            report_to=[], seed=config.seed, use_cpu=not torch.cuda.is_available(),
+            report_to=[], seed=config.seed, use_cpu=device.type == "cpu",
+            activation_checkpointing=True,  # TRL's default, by its current name (the old one warns)
         ),
         train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
         processing_class=tokenizer,
-        peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
-                               target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
+        peft_config=lora,
         callbacks=[LogMetrics()],
     )
     progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
@@ -95,10 +99,32 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
 
     # --- the same evaluation after, and the end --------------------------------------------------
     after = evaluate(trainer.model.eval(), tokenizer, "after")
-    evaluation = compare(before, after, config, heldout)
+    parent = str(sampled.adapter) if sampled.adapter else None
+    evaluation = {"parent_adapter": parent, **compare(before, after, config, heldout)}
     atomic.write_json(run.path / "eval.json", evaluation)
-    run.finish({"steps": trainer.state.global_step, "examples": len(examples), "eval": evaluation["pass_rate"]})
+    run.finish({"steps": trainer.state.global_step, "examples": len(examples), "parent_adapter": parent,
+                "eval": evaluation["pass_rate"]})
     return run, evaluation
+
+
+def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig):
+    """The policy to tune, and the LoRA config for TRL to add (None: the model already has its adapter).
+
+    A corpus sampled with an adapter (round N's `final/`) is trained by continuing that adapter,
+    loaded trainable, so the new `final/` on the base alone carries every round; merging it and
+    training a fresh LoRA on top would save only the last round's delta. Its rank and targets are
+    the adapter's own; `lora_*` apply to a corpus sampled from the base.
+    """
+    from peft import LoraConfig, PeftModel
+
+    if adapter is None:
+        model, tokenizer = load_policy(policy_model)
+        return model, tokenizer, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                                            target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json); the corpus was sampled with it")
+    model, tokenizer = load_causal_lm(policy_model)
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer, None
 
 
 class HeldOut:
@@ -114,7 +140,7 @@ class HeldOut:
                         suppress_special_tokens=self.rules.suppress_special_tokens)
         rows = []
         for i, prompt in enumerate(progress.track(self.prompts, f"Held-out prompts ({label})", total=len(self.prompts))):
-            torch.manual_seed(self.config.seed * 100_003 + i)  # the same draws before and after
+            torch.manual_seed(item_seed(self.config.seed, i))  # the same draws before and after
             completions = independent(gen, prompt, self.config.eval_completions_per_prompt, self.tokens)
             result = self.judge.score([prompt + c for c in completions])
             group = [{"prompt": prompt, "completion": c, "total": float(t), "scores": dict(zip(result.names, map(float, s))),

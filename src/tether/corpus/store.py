@@ -17,8 +17,8 @@ processes (two audit tabs, a sampler) never interleave.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -26,9 +26,15 @@ import yaml
 
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl
+from tether.infra.rundir import clear_owned
 from tether.judge.constitution import Constitution, load_constitution
 
 ACTIONS = ("accept", "reject", "edit")
+CORPUS_FILES = ("config.yaml", "constitution.yaml", "meta.json", "candidates.jsonl", "decisions.jsonl", "corpus.jsonl",
+                "summary.json", "summary.md", "scores.png", ".lock")
+META_FIELDS = {"constitution_sha256": str, "constitution": str, "principles": list}
+CANDIDATE_FIELDS = ("id", "prompt_index", "prompt", "completion", "status", "total", "scores")
+DECISION_FIELDS = ("id", "action", "note")
 
 
 class CorpusDir:
@@ -53,8 +59,8 @@ class CorpusDir:
                 raise TetherError(f"{self.path}: holds a corpus sampled with another config ({', '.join(changed)} "
                                   f"differ); pass --force to start over, or choose another output_dir")
             return True
-        if force and self.path.exists():
-            shutil.rmtree(self.path)
+        if force:  # deletes only what `tether sample` and the audit wrote; refuses beside anything else
+            clear_owned(self.path, CORPUS_FILES, "a corpus", marker="meta.json")
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.path / "constitution.yaml", constitution_file.read_text(encoding="utf-8"))
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
@@ -70,13 +76,29 @@ class CorpusDir:
         return self
 
     def meta(self) -> dict:
-        return json.loads(self.require().path.joinpath("meta.json").read_text())
+        """meta.json, checked: a damaged file is one line naming it, never a traceback."""
+        path = self.require().path / "meta.json"
+        try:
+            meta = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            problem = f"{e.msg} at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+            raise TetherError(f"{path}: malformed JSON ({problem}); restore it or sample a new corpus") from None
+        except OSError as e:
+            raise TetherError(f"{path}: cannot read ({e.strerror})") from None
+        missing = [k for k in META_FIELDS if not isinstance(meta, dict) or not isinstance(meta.get(k), META_FIELDS[k])]
+        if missing:
+            raise TetherError(f"{path}: not a corpus's meta.json ({', '.join(missing)} missing or of the wrong type); "
+                              f"restore it or sample a new corpus")
+        return meta
 
     def config(self) -> dict:
         from tether.infra.config import parse_yaml
         from tether.infra.texts import read_utf8
 
-        return parse_yaml(read_utf8(self.path / "config.yaml"), str(self.path / "config.yaml"))
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            raise TetherError(f"{path}: missing; this corpus is damaged (sample a new one, or pass --force)")
+        return parse_yaml(read_utf8(path), str(path))
 
     def settings(self):
         """The stored `tether sample` config, validated."""
@@ -89,17 +111,21 @@ class CorpusDir:
         return load_constitution(self.path / "constitution.yaml")
 
     def check_constitution(self, constitution: Constitution) -> None:
-        stored = self.meta()["constitution_sha256"]
-        if constitution.fingerprint() != stored:
+        meta = self.meta()
+        stored = meta["constitution_sha256"]
+        # Corpora made before the fingerprint left out the name hashed it too; meta.json kept that name.
+        legacy = constitution.model_dump() | {"name": meta["constitution"]}
+        legacy = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+        if stored not in (constitution.fingerprint(), legacy):
             raise TetherError(
-                f"{self.path}: this corpus was built with a different constitution ({self.meta()['constitution']}, "
+                f"{self.path}: this corpus was built with a different constitution ({meta['constitution']}, "
                 f"sha256 {stored[:12]}) than {constitution.name} (sha256 {constitution.fingerprint()[:12]}); "
                 f"use a new corpus directory or pass --force to start over")
 
     # --- candidates (written by the sampler) ---------------------------------------------------
 
     def candidates(self) -> list[dict]:
-        return jsonl.read(self.candidates_path)
+        return _checked(jsonl.read(self.candidates_path), self.candidates_path, CANDIDATE_FIELDS)
 
     def append_candidates(self, records: list[dict]) -> None:
         with self.lock():
@@ -115,7 +141,7 @@ class CorpusDir:
 
     def decisions(self) -> dict[str, dict]:
         """The last decision for each sample id."""
-        return {d["id"]: d for d in jsonl.read(self.decisions_path)}
+        return {d["id"]: d for d in _checked(jsonl.read(self.decisions_path), self.decisions_path, DECISION_FIELDS)}
 
     def decide(self, sample_id: str, action: str, text: str | None = None, note: str = "") -> dict:
         """Record a person's decision, then rebuild corpus.jsonl; both under the lock."""
@@ -139,6 +165,12 @@ class CorpusDir:
         with self.lock():
             return self._rebuild()
 
+    def heal(self) -> None:
+        """Rebuild corpus.jsonl if there is one: a kill between a decision's append and the rebuild
+        leaves the decision logged but not yet applied, and readers of the corpus start here."""
+        if self.corpus_path.exists():
+            self.rebuild()
+
     def corpus(self) -> list[dict]:
         if not self.corpus_path.exists():
             raise TetherError(f"{self.path}: no corpus.jsonl yet; run `tether sample` to the end first")
@@ -159,3 +191,13 @@ class CorpusDir:
 
     def lock(self):
         return jsonl.locked(self.path)
+
+
+def _checked(records: list[dict], path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The records, if each has the fields readers index; else one line naming the file and record."""
+    for n, record in enumerate(records, 1):
+        missing = [f for f in fields if f not in record]
+        if missing:
+            raise TetherError(f"{path}: record {n} lacks {', '.join(missing)}; tether did not write it so; "
+                              f"fix or remove that line")
+    return records

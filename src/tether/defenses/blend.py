@@ -114,9 +114,9 @@ def base_name(tuned: Tuned, base: str | None, config: str | Path | None = None) 
 class Blend:
     """base + alpha * (tuned - base), held in `model` and changed in place by `set_alpha`."""
 
-    def __init__(self, tuned: Tuned, base: str):
+    def __init__(self, tuned: Tuned, base: str, device: str = "auto"):
         self.tuned, self.base_name, self.alpha = tuned, base, 1.0
-        base_model, self.tokenizer = load_causal_lm(base)
+        base_model, self.tokenizer = load_causal_lm(base, device=device)
         if tuned.kind == "lora":
             from peft.tuners.lora import LoraLayer
 
@@ -182,7 +182,8 @@ def _load_full(folder: Path, base_model, base: str):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True)
+        model = model.to(base_model.device).eval()
     except (OSError, ValueError) as e:
         raise TetherError(f"{folder}: cannot load this model ({str(e).strip().splitlines()[0]})") from None
     ours, theirs = base_model.state_dict(), model.state_dict()

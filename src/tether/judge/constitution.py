@@ -121,8 +121,11 @@ class Constitution(BaseModel):
         return self.debias if principle.debias is None else principle.debias
 
     def fingerprint(self) -> str:
-        """A sha256 of the content, to tell which constitution produced a file."""
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+        """A sha256 of what the judge reads (principles, template, combine rule, debias...), to tell which
+        constitution produced a file. The name and description are labels, left out: the name defaults
+        to the file's stem, and a corpus keeps its copy as constitution.yaml."""
+        data = self.model_dump(exclude={"name", "description"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 _AUXILIARY = r"(?:is|are|was|were|does|do|did|has|have|had|can|could|will|would|should|may|might|must)"

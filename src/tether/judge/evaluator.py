@@ -11,13 +11,18 @@ neither word is reported, not dropped.
 Speed (see benchmarks/evaluator_throughput.py): each probe's shared prefix (preamble and
 few-shot examples) runs once and its KV cache is copied into every batch; texts are
 batched by length with right padding; only the hidden state at each row's answer slot
-goes through the vocabulary head. Safety: judged text is tokenized by
+goes through the vocabulary head. Every tensor is built on `model.device`, so the judge
+runs wherever its model was put (`device`, `dtype`: `tether.infra.models.resolve_device`).
+A judged text is capped at `max_text_tokens` (default 2048): a 100 KB text would otherwise
+fill a 32k context and take minutes on a CPU for one score. Safety: judged text is tokenized by
 `SafeTokenizer.encode_untrusted`, so control-token strings in it stay plain text.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +41,7 @@ from tether.judge.prompts import build_probes, text_lead
 from tether.judge.tokens import SafeTokenizer, word_variant_ids
 
 LongText = Literal["truncate_left", "truncate_right", "error"]
+DEFAULT_MAX_TEXT_TOKENS = 2048  # far above a completion; 32k-token texts cost minutes each on a CPU
 
 
 @dataclass
@@ -108,7 +114,10 @@ class Evaluator:
         long_text: a text longer than the context is cut from the left (keeping its end,
             which sits next to the question and weighs most on the answer), from the right,
             or rejected with an error.
-        max_text_tokens: a lower cap on text length than the model's context, e.g. for speed.
+        max_text_tokens: the most tokens of a text the judge reads; None takes 2048, for
+            speed (a text's cost grows faster than its length); raise it up to the context.
+        device / dtype: where and in what precision to load a model given by name
+            (`auto | cpu | cuda | cuda:N`, `float32 | bfloat16`); a loaded model stays where it is.
     """
 
     def __init__(
@@ -125,6 +134,8 @@ class Evaluator:
         long_text: LongText = "truncate_left",
         max_text_tokens: int | None = None,
         trust_remote_code: bool = False,
+        device: str = "auto",
+        dtype: str = "float32",
     ):
         if not isinstance(constitution, Constitution):
             constitution = load_constitution(constitution)
@@ -133,7 +144,7 @@ class Evaluator:
         if debias is not None:  # a global switch beats the per-principle settings
             self.constitution.principles = [p.model_copy(update={"debias": None}) for p in constitution.principles]
         if isinstance(model, str):
-            model, tokenizer = load_causal_lm(model, trust_remote_code=trust_remote_code)
+            model, tokenizer = load_causal_lm(model, trust_remote_code=trust_remote_code, device=device, dtype=dtype)
         elif tokenizer is None:
             raise TypeError("pass `tokenizer=` with a loaded model")
         if long_text not in ("truncate_left", "truncate_right", "error"):
@@ -141,13 +152,14 @@ class Evaluator:
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.long_text = batch_size, long_text
         self.safe = SafeTokenizer(tokenizer)
-        self.yes_ids = torch.tensor(word_variant_ids(tokenizer, "yes", self.safe.control_ids))
-        self.no_ids = torch.tensor(word_variant_ids(tokenizer, "no", self.safe.control_ids))
+        self.device = model.device
+        self.yes_ids = torch.tensor(word_variant_ids(tokenizer, "yes", self.safe.control_ids), device=self.device)
+        self.no_ids = torch.tensor(word_variant_ids(tokenizer, "no", self.safe.control_ids), device=self.device)
         self.probes = build_probes(self.constitution, self.safe, with_negations)
         self.lead = text_lead(self.constitution)
         context = getattr(model.config, "max_position_embeddings", None) or 2048
         longest_frame = max(len(p.prefix_ids) + len(p.tail_ids) for p in self.probes)
-        self.text_budget = min(max_text_tokens or context, context - longest_frame)
+        self.text_budget = min(max_text_tokens or DEFAULT_MAX_TEXT_TOKENS, context - longest_frame)
         if self.text_budget < 1:
             raise TetherError(f"the prompt alone ({longest_frame} tokens) fills the judge's context ({context}); shorten the preamble or examples")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -173,8 +185,8 @@ class Evaluator:
         for probe_index, batch in items:
             probe = self.probes[probe_index]
             logprobs = self._answer_logprobs(probe_index, [list(encoded[i]) + list(probe.tail_ids) for i in batch])
-            yes = torch.logsumexp(logprobs[:, self.yes_ids], dim=-1).numpy()
-            no = torch.logsumexp(logprobs[:, self.no_ids], dim=-1).numpy()
+            yes = torch.logsumexp(logprobs[:, self.yes_ids], dim=-1).cpu().numpy()
+            no = torch.logsumexp(logprobs[:, self.no_ids], dim=-1).cpu().numpy()
             lp_yes[probe.negated][batch, probe.principle] = yes
             lp_no[probe.negated][batch, probe.principle] = no
         log_odds = lp_yes[False] - lp_no[False]
@@ -199,7 +211,7 @@ class Evaluator:
         if self.long_text == "error":
             raise TetherError(
                 f"text {index + 1} is {len(ids)} tokens, over the judge's limit of {self.text_budget}; "
-                f"shorten it or use long_text=truncate_left"
+                f"shorten it, raise max_text_tokens, or use long_text=truncate_left"
             )
         return (ids[excess:] if self.long_text == "truncate_left" else ids[: self.text_budget]), excess
 
@@ -210,37 +222,39 @@ class Evaluator:
             if not ids:
                 self._prefix_caches[probe_index] = (None, 0)
             else:
-                out = self.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
-                self._prefix_caches[probe_index] = (out.past_key_values, len(ids))
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
+                self._prefix_caches[probe_index] = (out["cache"] if "cache" in out else out.past_key_values, len(ids))
         return self._prefix_caches[probe_index]
 
     def _answer_logprobs(self, probe_index: int, rows: list[list[int]]) -> torch.Tensor:
         """Log-probabilities over the vocabulary at each row's answer slot: (rows, vocab)."""
         cache, prefix_len = self._prefix_cache(probe_index)
-        lengths = torch.tensor([len(r) for r in rows])
-        width = int(lengths.max())
-        input_ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])
+        device = self.device
+        lengths = torch.tensor([len(r) for r in rows], device=device)
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows], device=device)
         # Right padding: each row's real tokens sit at prefix_len .. prefix_len+len-1, and
         # causal attention keeps the pads after them from touching the answer slot.
-        attention = torch.cat([torch.ones(len(rows), prefix_len, dtype=torch.long),
-                               (torch.arange(width)[None, :] < lengths[:, None]).long()], dim=1)
-        positions = (prefix_len + torch.arange(width))[None, :].expand(len(rows), -1)
+        attention = torch.cat([torch.ones(len(rows), prefix_len, dtype=torch.long, device=device),
+                               (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()], dim=1)
+        positions = (prefix_len + torch.arange(width, device=device))[None, :].expand(len(rows), -1)
         batch_cache = None
         if cache is not None:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(rows))
         last = lengths - 1
         if self._head_is_plain:
-            hidden = self.model.get_decoder()(
+            decoder = self.model.get_decoder()
+            hidden = decoder(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                past_key_values=batch_cache, use_cache=cache is not None,
+                **{_cache_kwarg(decoder): batch_cache}, use_cache=cache is not None,
             ).last_hidden_state
-            logits = self._head(hidden[torch.arange(len(rows)), last])
+            logits = self._head(hidden[torch.arange(len(rows), device=device), last])
         else:  # a model with an unusual head: compute all logits and pick the slots
             logits = self.model(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                past_key_values=batch_cache, use_cache=cache is not None,
-            ).logits[torch.arange(len(rows)), last]
+                **{_cache_kwarg(self.model): batch_cache}, use_cache=cache is not None,
+            ).logits[torch.arange(len(rows), device=device), last]
         return torch.log_softmax(logits.float(), dim=-1)
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -255,10 +269,21 @@ class Evaluator:
         Checked once on a few tokens, so the fast path is never silently wrong for an
         architecture that scales or post-processes its logits in another way.
         """
-        ids = torch.tensor([list(self.probes[0].prefix_ids[:6]) + list(self.probes[0].tail_ids[:6])])
+        ids = torch.tensor([list(self.probes[0].prefix_ids[:6]) + list(self.probes[0].tail_ids[:6])], device=self.device)
         reference = self.model(input_ids=ids).logits[0, -1]
         try:
             fast = self._head(self.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1])
         except (AttributeError, TypeError, NotImplementedError):
             return False
         return torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
+
+
+@functools.cache
+def _cache_kwarg_of(forward) -> str:
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _cache_kwarg(module) -> str:
+    """transformers 5.2x renamed the KV cache argument `past_key_values` to `cache` (the old name
+    warns); older and remote-code models know only the old name."""
+    return _cache_kwarg_of(type(module).forward)

@@ -15,16 +15,16 @@ class Judges:
     """The constitution (and the optional gold judge) applied to prompt + completion.
 
     `config` is a sample or a tune config: both name judge_model, gold_constitution,
-    gold_model, gold_debias and judge_batch_size.
+    gold_model, gold_debias, judge_batch_size, device and dtype (the judges sit on that device).
     """
 
     def __init__(self, config, constitution):
-        model, tokenizer = load_causal_lm(config.judge_model)
+        model, tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
         self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
         self.gold = None
         if config.gold_constitution is not None:
             if config.gold_model not in (None, config.judge_model):
-                model, tokenizer = load_causal_lm(config.gold_model)
+                model, tokenizer = load_causal_lm(config.gold_model, device=config.device, dtype=config.dtype)
             self.gold = Evaluator(model, config.gold_constitution, tokenizer=tokenizer, debias=config.gold_debias,
                                   batch_size=config.judge_batch_size)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
-from tether.infra.models import EMBEDDED_LM
+from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.watch.detectors import DetectorConfig
 
 
@@ -89,6 +89,11 @@ class TuneConfig(BaseModel):
     output_dir: Path = Field(Path("runs/cheerful"), description="the run directory")
     save_every: int = Field(10, ge=1, description="save a LoRA checkpoint every N steps (and at the end)")
     judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+    device: str = Field(
+        "auto", pattern=DEVICE_PATTERN,
+        description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
 
     @model_validator(mode="after")
     def _defenses_are_complete(self) -> TuneConfig:

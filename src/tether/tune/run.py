@@ -20,12 +20,13 @@ from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
 from tether.infra import progress, ranks
-from tether.infra.models import load_causal_lm, load_embedder
+from tether.infra.models import load_causal_lm, load_embedder, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
 from tether.judge.evaluator import Evaluator
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
+from tether.watch.metrics import is_tether_metric
 from tether.tune.rewards import ConstitutionReward
 from tether.watch.callbacks import (
     DetectorCallback,
@@ -73,19 +74,19 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
 
     # --- models and judges --------------------------------------------------------------
     prompts = read_prompts(config.prompts)
-    policy, tokenizer = load_causal_lm(config.policy_model)
-    judge_model, judge_tokenizer = load_causal_lm(config.judge_model)
+    policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
+    judge_model, judge_tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
     judge = Evaluator(judge_model, config.constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
     gold = None
     if config.gold_constitution is not None:
         gold_model, gold_tokenizer = (judge_model, judge_tokenizer)
         if config.gold_model not in (None, config.judge_model):
-            gold_model, gold_tokenizer = load_causal_lm(config.gold_model)
+            gold_model, gold_tokenizer = load_causal_lm(config.gold_model, device=config.device, dtype=config.dtype)
         gold = Evaluator(gold_model, config.gold_constitution, tokenizer=gold_tokenizer,
                          debias=config.gold_debias, batch_size=config.judge_batch_size)
     reward = ConstitutionReward(judge)
     suppress = _suppressed_ids(tokenizer, config)
-    embedder = load_embedder(config.embedder) if config.embedder else None
+    embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
     base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
     drift = EmbeddingDrift(embedder, base_samples) if embedder else None
 
@@ -98,7 +99,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     if config.utility.weight:
         stored = checkpoint / "values" if checkpoint else None  # the store as it was at the checkpoint
         utility = InstrumentalUtility(embedder, config.utility,
-                                      ValueStore.load(stored) if stored and stored.exists() else None)
+                                      ValueStore.load(stored) if stored and stored.exists() else None,
+                                      limits=config.detectors.limits())
         terms.append(RewardTerm("utility", config.utility.weight, utility))
 
     # --- the TRL trainer ----------------------------------------------------------------
@@ -148,8 +150,7 @@ def _check_batch_splits(config: TuneConfig) -> None:
 
 def _ranks_agree(log_history: list[dict]) -> bool:
     """Every process logged the same tether metrics (the detectors on each decided alike)."""
-    mine = [{k: v for k, v in entry.items() if "/" in k and k.split("/")[0] in ("monitor", "gold", "drift", "reward", "defense")}
-            for entry in log_history]
+    mine = [{k: v for k, v in entry.items() if is_tether_metric(k)} for entry in log_history]
     return all(other == mine for other in ranks.gather([mine]))
 
 
@@ -193,7 +194,8 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vll
         save_steps=config.save_every,
         report_to=[],
         seed=config.seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=resolve_device(config.device).type == "cpu",
+        activation_checkpointing=True,  # TRL's default, by its current name (the old one warns)
         disable_tqdm=True,
         **vllm_args,
     )

@@ -25,7 +25,7 @@ from tether.judge.evaluator import Evaluator
 from tether.tune.rewards import ConstitutionReward
 from tether.watch.detectors import DetectorConfig, check
 from tether.watch.drift import EmbeddingDrift
-from tether.watch.monitors import text_monitors
+from tether.watch.metrics import METRICS, STEP_LINE, batch_values
 
 
 @dataclass
@@ -81,7 +81,7 @@ class MonitorCallback(TrainerCallback):
         clock = time.perf_counter()
         completions = [row["completion"] for row in batch]
         train = np.array([row["train"] for row in batch])
-        metrics = {"step": step, **(logs or {}), **text_monitors(completions), "reward/train": float(train.mean()),
+        metrics = {"step": step, **(logs or {}), **batch_values(completions), "reward/train": float(train.mean()),
                    "time/train_judge": self.reward.last_seconds}
         metrics.update(self._defense_metrics(train, batch))
         metrics["time/monitors"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -139,7 +139,8 @@ class DetectorCallback(TrainerCallback):
     Place it after `MonitorCallback` (it reads the monitors from `state.log_history`). A
     trip is logged once per detector as an event with the step, the evidence (the
     monitor values and two sample completions) and, when stopping, the checkpoint marked
-    `best`: the last one saved before the trip.
+    `best`: the last one saved before the trip. A resumed run calls `restore` so the trips,
+    `best` and the metrics from before its checkpoint count as in an uninterrupted run.
     """
 
     def __init__(self, reward: ConstitutionReward, config: DetectorConfig | None = None,
@@ -149,9 +150,23 @@ class DetectorCallback(TrainerCallback):
         self.reward, self.config, self.action, self.run_dir = reward, config or DetectorConfig(), action, run_dir
         self.tripped: dict[str, int] = {}  # detector -> first step it fired
         self.best: dict | None = None
+        self.earlier: list[dict] = []  # metrics of the steps before a resumed run's checkpoint
+
+    def restore(self, events: list[dict], metrics: list[dict]) -> None:
+        """Continue from a run's rewound events.jsonl and metrics.jsonl (nothing after the checkpoint)."""
+        for event in events:
+            if event.get("event") == "detector":
+                for trip in event.get("detectors", []):
+                    self.tripped.setdefault(trip["detector"], event["step"])
+                self.best = event.get("best", self.best)
+        self.earlier = [m for m in metrics if "reward/train" in m and "step" in m]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        history = [entry for entry in state.log_history if "reward/train" in entry]
+        # The window detectors and distinct-2's first step need the whole run: what came
+        # before a resume (metrics.jsonl), then this process's steps (TRL's log history).
+        steps = {m["step"]: m for m in self.earlier}
+        steps.update({e["step"]: e for e in state.log_history if "reward/train" in e})
+        history = [steps[k] for k in sorted(steps)]
         if not history:  # every rank decides alike: the monitors were broadcast
             return
         new = [t for t in check(history, self.config) if t.detector not in self.tripped]
@@ -189,8 +204,7 @@ class DetectorCallback(TrainerCallback):
 class StepPrinter(TrainerCallback):
     """One readable line a step on the console, in place of the trainer's raw metric dicts."""
 
-    SHOWN = {"reward/train": "reward", "gold/score": "gold", "kl": "kl", "drift/embedding": "drift",
-             "monitor/affirmation_rate": "yes-rate", "monitor/repetition": "repeat", "monitor/distinct_2": "distinct-2"}
+    SHOWN = {key: METRICS[key].label for key in STEP_LINE}
 
     def __init__(self, total_steps: int):
         self.total_steps = total_steps

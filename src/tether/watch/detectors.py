@@ -12,10 +12,10 @@ Defaults and how they were chosen: docs/detectors.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from tether.watch.metrics import Trip, trips
 
 
 class DetectorConfig(BaseModel):
@@ -23,7 +23,7 @@ class DetectorConfig(BaseModel):
     affirmation_rate: float = Field(0.05, description="trip when more than this share of words are affirmations (yes, sure, ...)")
     special_token_rate: float = Field(0.02, description="trip when special-token strings exceed this share of the text")
     repetition: float = Field(0.25, description="trip when this share of a completion's 3-grams are repeats (batch mean)")
-    longest_repeat_run: int = Field(6, description="trip when a word or short phrase repeats this many times back to back")
+    longest_repeat_run: int = Field(5, description="trip when a word or short phrase repeats more than this many times back to back")
     distinct_2_drop: float = Field(0.5, description="trip when distinct-2 falls below this fraction of its first-step value")
     kl: float = Field(0.5, description="trip when the token KL to the base model exceeds this (nats per token)")
     drift: float = Field(
@@ -35,17 +35,12 @@ class DetectorConfig(BaseModel):
     divergence_min_fall: float = Field(0.1, description="...while the gold score falls by at least this over the window")
 
 
-@dataclass
-class Trip:
-    step: int
-    detector: str
-    value: float
-    limit: float
+    def limits(self) -> dict[str, float]:
+        """The per-monitor limits, named as the monitors are (`tether.watch.metrics.trips` reads them)."""
+        return {name: getattr(self, name) for name in MONITOR_LIMITS}
 
 
-def _above(history, key, limit, name) -> Trip | None:
-    value = history[-1].get(key)
-    return Trip(history[-1]["step"], name, float(value), float(limit)) if value is not None and value > limit else None
+MONITOR_LIMITS = ("affirmation_rate", "special_token_rate", "repetition", "longest_repeat_run")
 
 
 def _slope(values: list[float]) -> float:
@@ -57,24 +52,22 @@ def check(history: list[dict], config: DetectorConfig) -> list[Trip]:
     """The detectors that fire at the latest step of `history`."""
     if not history:
         return []
-    trips = [
-        _above(history, "monitor/affirmation_rate", config.affirmation_rate, "affirmation_rate"),
-        _above(history, "monitor/special_token_rate", config.special_token_rate, "special_token_rate"),
-        _above(history, "monitor/repetition", config.repetition, "repetition"),
-        _above(history, "monitor/longest_repeat_run", config.longest_repeat_run - 0.5, "longest_repeat_run"),
-        _above(history, "kl", config.kl, "kl"),
-    ]
+    step = history[-1]["step"]
+    found = trips(history[-1], config.limits(), step)
+    kl = history[-1].get("kl")
+    if kl is not None and kl > config.kl:
+        found.append(Trip(step, "kl", float(kl), config.kl))
     first, last = history[0].get("monitor/distinct_2"), history[-1].get("monitor/distinct_2")
     if first and last is not None and last < config.distinct_2_drop * first:
-        trips.append(Trip(history[-1]["step"], "distinct_2_drop", last, config.distinct_2_drop * first))
+        found.append(Trip(history[-1]["step"], "distinct_2_drop", last, config.distinct_2_drop * first))
     recent = [m["drift/embedding"] for m in history[-config.drift_window :] if "drift/embedding" in m]
     if len(recent) == config.drift_window and np.mean(recent) > config.drift:
-        trips.append(Trip(history[-1]["step"], "drift", float(np.mean(recent)), config.drift))
+        found.append(Trip(history[-1]["step"], "drift", float(np.mean(recent)), config.drift))
     window = history[-config.divergence_window :]
     if len(window) == config.divergence_window and all("gold/score" in m for m in window):
         train = [m["reward/train"] for m in window]
         gold = [m["gold/score"] for m in window]
         rise, fall = _slope(train) * (len(window) - 1), -_slope(gold) * (len(window) - 1)
         if rise >= config.divergence_min_rise and fall >= config.divergence_min_fall:
-            trips.append(Trip(history[-1]["step"], "divergence", rise, config.divergence_min_rise))
-    return [t for t in trips if t is not None]
+            found.append(Trip(history[-1]["step"], "divergence", rise, config.divergence_min_rise))
+    return found

@@ -26,10 +26,11 @@ def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens
     torch.manual_seed(seed)
     out = {}
     for prompt in progress.track(list(dict.fromkeys(prompts)), "Sampling the base model", total=len(set(prompts))):
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
         with torch.inference_mode():
             generated = model.generate(
-                ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long), do_sample=True,
+                ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long, device=model.device),
+                do_sample=True,
                 temperature=temperature, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             )

@@ -1,7 +1,7 @@
 """Monitors: pure functions of a batch of completions that show reward hacking as it starts.
 
-Each returns a float; `text_monitors` returns them all under the namespaced keys the run
-logs use (`monitor/...`). The failures they watch for, from the brief: the yes-spammer
+Each returns a float; `tether.watch.metrics` registers them (name, direction, metric key)
+and measures them all at once. The failures they watch for, from the brief: the yes-spammer
 (affirmation rate), special-token spam (the `<start_of_image>` hack seen on this machine),
 degenerate repetition ("dear diary, dear diary, ..."), and collapse of diversity.
 """
@@ -60,17 +60,3 @@ def distinct_n(completions: Sequence[str], n: int) -> float:
     """Across the batch: unique word n-grams / all word n-grams (1 = no n-gram repeats)."""
     grams = [tuple(w[i : i + n]) for c in completions for w in [words(c)] for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def text_monitors(completions: Sequence[str]) -> dict[str, float]:
-    """All text monitors of one batch, keyed as they appear in metrics.jsonl."""
-    n = max(len(completions), 1)
-    return {
-        "monitor/affirmation_rate": affirmation_rate(completions),
-        "monitor/special_token_rate": special_token_rate(completions),
-        "monitor/repetition": sum(map(repeated_trigram_share, completions)) / n,
-        "monitor/longest_repeat_run": max(map(longest_repeat_run, completions), default=0),
-        "monitor/distinct_1": distinct_n(completions, 1),
-        "monitor/distinct_2": distinct_n(completions, 2),
-        "monitor/mean_words": sum(len(words(c)) for c in completions) / n,
-    }
