@@ -12,13 +12,19 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer
 
-from tether.defenses.embedding_kl import EmbeddingKL
-from tether.infra.models import EMBEDDED_LM, load_causal_lm, load_embedder
-from tether.infra.texts import read_prompts
-from tether.judge.evaluator import Evaluator
-from tether.tune.rewards import ConstitutionReward
-from tether.watch.callbacks import DetectorCallback, MonitorCallback, RewardTerm
-from tether.watch.drift import sample_base
+from tether import (
+    EMBEDDED_LM,
+    ConstitutionReward,
+    DetectorCallback,
+    EmbeddingKL,
+    Evaluator,
+    MonitorCallback,
+    RewardTerm,
+    load_causal_lm,
+    load_embedder,
+    read_prompts,
+    sample_base,
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--policy", default=EMBEDDED_LM)

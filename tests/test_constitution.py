@@ -34,7 +34,7 @@ principles:
 
 
 @pytest.mark.parametrize("body, expected", [
-    ("principles: []", r"c.yaml: principles: List should have at least 1 item"),
+    ("principles: []", r"c.yaml: line 1, column 13: principles: List should have at least 1 item"),
     ("principles:\n  - name: a\n    question: Is it good?\n    weight: -1",
      r"principles\[0\] \(a\)\.weight: .*greater than 0 \(got -1\); expected the principle's weight"),
     ("principles:\n  - name: a\n    question: Is it good?\n    wieght: 2",

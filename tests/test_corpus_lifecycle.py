@@ -104,7 +104,7 @@ def test_two_rounds_of_sft_keep_the_adapter_chain(tmp_path, tiny_model_dir, exam
     from tether.infra.models import load_causal_lm
     from tether.judge.evaluator import Evaluator
 
-    sft = dict(epochs=1, batch_size=4, learning_rate=0.05, lora_rank=4, lora_target_modules=["q_proj", "v_proj"],
+    sft = dict(epochs=2, batch_size=4, learning_rate=0.5, lora_rank=4, lora_target_modules=["q_proj", "v_proj"],
                eval_completions_per_prompt=2)
     base_config = sample_config(tmp_path, tiny_model_dir, examples_dir, constitution=mine, keep="best", keep_best=2,
                                 prompts=prompts_file(tmp_path, 2), completions_per_prompt=4, max_completion_tokens=6)

@@ -31,6 +31,10 @@ _HOME = {
     "DetectorCallback": "tether.watch.callbacks", "MonitorCallback": "tether.watch.callbacks",
     "RewardTerm": "tether.watch.callbacks", "StepPrinter": "tether.watch.callbacks",
     "DetectorConfig": "tether.watch.detectors", "EmbeddingDrift": "tether.watch.drift",
+    "sample_base": "tether.watch.drift",
+    "EMBEDDED_LM": "tether.infra.models", "EMBEDDED_EMBEDDER": "tether.infra.models",
+    "load_causal_lm": "tether.infra.models", "load_embedder": "tether.infra.models",
+    "read_prompts": "tether.infra.texts",
 }
 
 
@@ -49,6 +53,7 @@ def __dir__():
 
 
 __all__ = [
+    "EMBEDDED_EMBEDDER", "EMBEDDED_LM", "load_causal_lm", "load_embedder", "read_prompts", "sample_base",
     "Constitution", "ConstitutionReward", "DetectorCallback", "DetectorConfig", "EmbeddingDrift", "EmbeddingKL",
     "EmbeddingKLConfig", "Evaluator", "InstrumentalUtility", "MonitorCallback", "Principle", "RewardTerm",
     "ScoreResult", "StepPrinter", "TetherError", "UtilityConfig", "ValueStore", "ValueStoreCallback",

@@ -101,10 +101,7 @@ def _plot(corpus: CorpusDir, summary: dict) -> None:
         ax.set_xlabel("score (log-odds)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = corpus.path / ".scores.png.tmp"
-    fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    tmp.replace(corpus.path / "scores.png")
+    atomic.write_figure(corpus.path / "scores.png", fig)
 
 
 def _describe(values: np.ndarray) -> dict:

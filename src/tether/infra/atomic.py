@@ -72,6 +72,16 @@ def folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def write_figure(path: str | Path, fig, dpi: int = 90) -> Path:
+    """A matplotlib figure as a PNG, atomically, and the figure closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return write_bytes(path, buffer.getvalue())
+
+
 def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

@@ -52,7 +52,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: typin
     return validate(model, data, where, marks)
 
 
-def parse_yaml(text: str, where: str) -> dict:
+def parse_yaml(text: str, where: str, expected: str = "a mapping of config fields (field: value, one a line)") -> dict:
     """A YAML mapping, or a one-line error with line and column."""
     try:
         data = yaml.safe_load(text)
@@ -61,8 +61,7 @@ def parse_yaml(text: str, where: str) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise TetherError(f"{where}: expected a mapping of config fields (field: value, one a line), "
-                          f"got {type(data).__name__}")
+        raise TetherError(f"{where}: expected {expected}, got {type(data).__name__}")
     return data
 
 

@@ -1,14 +1,22 @@
-"""Rich tables a person reads after `tether score` and `tether audit`."""
+"""Rich tables and lines a person reads after each command; built here so the CLI only calls.
+
+Imports nothing heavy (no torch): the CLI imports it before a model loads.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tether.judge.audit import MODES, PERTURBATIONS, AuditReport
-from tether.judge.evaluator import ScoreResult
+if TYPE_CHECKING:
+    from tether.judge.audit import AuditReport
+    from tether.judge.evaluator import ScoreResult
 
 # Tables are data: printed whole, 120 columns wide when stdout is not a terminal.
 stdout = Console(soft_wrap=True)
@@ -16,8 +24,26 @@ if not stdout.is_terminal:
     stdout = Console(soft_wrap=True, width=120)
 
 
-def score_table(result: ScoreResult, labels: list[str | None]) -> Table:
+def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    """A plain table; every cell is text, escaped (rich markup in data is shown, never applied)."""
+    out = Table(title=title)
+    for name in header:
+        out.add_column(name)
+    for row in rows:
+        out.add_row(*map(escape, row))
+    return out
+
+
+def label_key(label) -> str | None:
+    """Labels compared as text: 3 and "3" are one group; a list or mapping label is its JSON."""
+    if label is None:
+        return None
+    return label if isinstance(label, str) else json.dumps(label, ensure_ascii=False, sort_keys=True)
+
+
+def score_table(result: ScoreResult, labels: list) -> Table:
     """Per principle: mean score, P(yes), mass on neither word; per label when texts have one."""
+    labels = [label_key(label) for label in labels]
     scores = result.scores()
     table = Table(title=f"{result.constitution.name}: {len(result.texts)} texts (score = log-odds, + is good)")
     table.add_column("principle")
@@ -53,6 +79,8 @@ def score_table(result: ScoreResult, labels: list[str | None]) -> Table:
 def audit_tables(report: AuditReport) -> list[Table]:
     """One table per mode: rows are perturbations, columns principles (mean shift, share rose)."""
     tables = []
+    from tether.judge.audit import MODES, PERTURBATIONS
+
     for mode in MODES:
         table = Table(title=f"audit, {mode} mode: mean score shift (share of texts whose score rose)")
         table.add_column("perturbation")
@@ -65,3 +93,37 @@ def audit_tables(report: AuditReport) -> list[Table]:
             ))
         tables.append(table)
     return tables
+
+
+def sft_table(evaluation: dict) -> Table:
+    """`tether sft`: mean score per principle and pass rate on the held-out prompts, before and after."""
+    rows = [[name, f"{e['before']:.3f}", f"{e['after']:.3f}", f"{e['after'] - e['before']:+.3f}"]
+            for name, e in evaluation["mean_scores"].items()]
+    rows.append(["pass rate", f"{evaluation['pass_rate']['before']:.0%}", f"{evaluation['pass_rate']['after']:.0%}", ""])
+    return table(f"held-out prompts ({evaluation['completions']} completions)", ["score", "before", "after", "change"], rows)
+
+
+def corpus_table(summary: dict) -> Table:
+    """`tether sample`: per principle, threshold, pass rate and score distributions, all and kept."""
+    from tether.corpus.summary import HEADER, table_rows
+
+    return table("corpus summary", HEADER, table_rows(summary))
+
+
+def corpus_line(summary: dict, corpus_path: Path) -> str:
+    return (f"{summary['kept_by_sampler']} of {summary['candidates']} candidates kept "
+            f"({100 * summary['acceptance_rate']:.0f}%); corpus: {corpus_path}")
+
+
+def values_table(rows: list[dict], run_dir: Path) -> Table:
+    """`tether values`: each value of the utility function with its nearest texts."""
+    cells = [[str(i), r["kind"], f"{r['credit']:.3f}", str(r["count"]), str(r["step"]), r["text"],
+              "\n".join(f"{n['similarity']:.2f}  {n['text']}" for n in r["nearest"])] for i, r in enumerate(rows, 1)]
+    return table(f"value store of {run_dir}", ["#", "kind", "credit", "count", "step", "value", "nearest texts"], cells)
+
+
+def tune_line(run_path: Path) -> str:
+    """The line `tether tune` ends with: where the run is, its steps, which detectors tripped when."""
+    summary = json.loads((run_path / "finished.json").read_text(encoding="utf-8"))
+    trips = ", ".join(f"{name} at step {step}" for name, step in summary["detector_trips"].items()) or "none"
+    return f"run finished: {run_path} ({summary['steps']} steps); detector trips: {trips}"

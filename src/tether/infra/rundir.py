@@ -167,6 +167,9 @@ class RunDir:
         for later, folder in self.checkpoints_by_step(complete=False):
             if later > step:
                 shutil.rmtree(folder)
+        for name in os.listdir(self.path):  # temporaries of atomic writes a kill interrupted
+            if name not in RUN_FILES and _owned(name, RUN_FILES):
+                shutil.rmtree(self.path / name) if (self.path / name).is_dir() else (self.path / name).unlink()
 
     def append(self, name: str, records: list[dict]) -> None:
         jsonl.append(self.path / name, records)

@@ -16,10 +16,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tether.judge.evaluator import Evaluator
+from tether.errors import TetherError
+
+if TYPE_CHECKING:  # torch-free at import: the CLI picks the texts before any model loads
+    from tether.judge.constitution import Constitution
+    from tether.judge.evaluator import Evaluator
 
 SPECIAL_TOKEN_STRING = "<start_of_image>"  # the token Gemma 270M learned to spam on this machine
 
@@ -99,6 +105,18 @@ class AuditReport:
             "exploitable": {m: self.exploitable(m) for m in MODES},
             "verdict": self.verdict(),
         }
+
+
+def audit_texts(constitution: Constitution, texts: str | Path | None, where: str | Path) -> list[str]:
+    """The texts to perturb: the TEXTS file (or stdin, '-'), else the constitution's few-shot examples."""
+    if texts is not None:
+        from tether.infra.texts import read_texts
+
+        return [r.text for r in read_texts(texts)]
+    sample = list(dict.fromkeys(e.text for p in constitution.principles for e in p.examples))
+    if not sample:
+        raise TetherError(f"{where}: no few-shot examples to audit with; give a TEXTS file")
+    return sample
 
 
 def run_audit(

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -144,22 +143,21 @@ def derive_negation(question: str) -> str | None:
 
 def load_constitution(path: str | Path) -> Constitution:
     """Read and validate a constitution YAML file; errors name the file and the field."""
+    from tether.infra.config import parse_yaml, value_marks
+
     path = Path(path)
     text = read_utf8(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise TetherError(f"{path}: {where}malformed YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise TetherError(f"{path}: expected a mapping with a `principles:` list at the top level")
+    # the one YAML reader: errors carry line and column
+    data = parse_yaml(text, str(path), expected="a mapping with a `principles:` list at the top level")
     data.setdefault("name", path.stem)
     try:
         return Constitution.model_validate(data)
     except ValidationError as e:
-        raise TetherError(f"{path}: {_explain(e, data)}") from None
+        loc = tuple(e.errors()[0]["loc"])
+        marks = value_marks(text)
+        mark = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
+        place = f"line {mark[0]}, column {mark[1]}: " if mark else ""
+        raise TetherError(f"{path}: {place}{_explain(e, data)}") from None
 
 
 def _explain(error: ValidationError, data: dict) -> str:

@@ -4,8 +4,9 @@
     tether tune examples/tune_cheerful.yaml --set steps=5   # any field overridden
     tether tune --resume runs/cheerful                      # continue after a crash
 
-Reads top to bottom: config -> run directory -> seed -> models -> judges -> data -> TRL
-trainer -> train -> final adapter. The RL engine is TRL's GRPOTrainer or RLOOTrainer;
+Reads top to bottom: config -> inputs (prompts, constitutions) -> run directory -> seed ->
+models -> judges -> TRL trainer -> train -> final adapter. Inputs are read before the run
+directory is written, so a mistyped path leaves nothing behind to block the next try. The RL engine is TRL's GRPOTrainer or RLOOTrainer;
 tether supplies the reward (the constitution), the monitors and the bookkeeping.
 """
 
@@ -19,10 +20,11 @@ from transformers import PrinterCallback
 from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
-from tether.infra import progress, ranks
+from tether.infra import jsonl, progress, ranks
 from tether.infra.models import load_causal_lm, load_embedder, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
+from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
@@ -47,6 +49,9 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     PartialState()  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
     _check_batch_splits(config)
     vllm_args = _vllm_args(config)  # refused before anything is written, on a machine without a GPU
+    prompts = read_prompts(config.prompts)  # bad inputs, too, are refused before the run directory is written
+    constitution = load_constitution(config.constitution)
+    gold_constitution = load_constitution(config.gold_constitution) if config.gold_constitution is not None else None
 
     # --- run directory: written by the main process only ---------------------------------
     run = RunDir(config.output_dir)
@@ -60,6 +65,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
         try:
             if resume:
                 run.rewind_to(done_steps)
+                if checkpoint is not None and (checkpoint / "values").is_dir():  # the run's store, as at the checkpoint
+                    ValueStore.load(checkpoint / "values").save(run.path / "values")
                 run.event("resume", from_step=done_steps, processes=ranks.world_size())
             else:
                 run.start(config.model_dump(mode="json"), force=force)
@@ -73,16 +80,15 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     set_seed(config.seed)
 
     # --- models and judges --------------------------------------------------------------
-    prompts = read_prompts(config.prompts)
     policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
     judge_model, judge_tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
-    judge = Evaluator(judge_model, config.constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
+    judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
     gold = None
-    if config.gold_constitution is not None:
+    if gold_constitution is not None:
         gold_model, gold_tokenizer = (judge_model, judge_tokenizer)
         if config.gold_model not in (None, config.judge_model):
             gold_model, gold_tokenizer = load_causal_lm(config.gold_model, device=config.device, dtype=config.dtype)
-        gold = Evaluator(gold_model, config.gold_constitution, tokenizer=gold_tokenizer,
+        gold = Evaluator(gold_model, gold_constitution, tokenizer=gold_tokenizer,
                          debias=config.gold_debias, batch_size=config.judge_batch_size)
     reward = ConstitutionReward(judge)
     suppress = _suppressed_ids(tokenizer, config)
@@ -105,6 +111,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
 
     # --- the TRL trainer ----------------------------------------------------------------
     detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
+    if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
+        detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
     trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args,
                                             weights=[t.weight for t in terms])
     trainer = trainer_cls(
@@ -223,5 +231,6 @@ def _vllm_args(config: TuneConfig) -> dict:
 
 
 def resume_config(run_dir: str | Path) -> TuneConfig:
-    """The config a run was started with, for `--resume`."""
+    """The config a run was started with, for `--resume`: always continuing `run_dir` itself, whatever
+    output_dir its config.yaml names (a copied run must not finish the original)."""
     return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())

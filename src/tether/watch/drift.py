@@ -5,7 +5,8 @@ cached in the run directory (`base_samples.jsonl`); the base does not change, so
 resampling it every step, as the source text does, would only add cost and noise. Each
 step, a completion's drift is the cosine distance between its embedding and the mean
 embedding of the base completions for the same prompt. The base never reads the policy's
-text, so it cannot normalise a deviant habit the way a token KL does.
+text, so it cannot normalise a deviant habit the way a token KL does. The base is sampled
+on its model's device (`model.device`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens
     torch.manual_seed(seed)
     out = {}
     for prompt in progress.track(list(dict.fromkeys(prompts)), "Sampling the base model", total=len(set(prompts))):
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(model.device)
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=model.device)
         with torch.inference_mode():
             generated = model.generate(
                 ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long, device=model.device),

@@ -72,8 +72,7 @@ def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
-        plt.close(fig)
+        atomic.write_figure(out / name, fig)
         figures.append((name, title))
 
     steps = sorted({s["step"] for s in samples})
