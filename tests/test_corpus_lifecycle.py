@@ -23,11 +23,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_cli import ENV, tether
-from test_corpus import sample_config
 
 from tether.corpus import review
-from tether.corpus.config import SftConfig
+from tether.corpus.config import SampleConfig, SftConfig
 from tether.corpus.sample import run_sample, tree_search
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
@@ -35,8 +33,33 @@ from tether.infra import jsonl
 from tether.infra.generate import Generator, load_policy
 from tether.judge.constitution import load_constitution
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+KILLS = int(os.environ.get("TETHER_KILLS", "3"))  # sample kills; the review server gets twice as many (cheap)
+PROMPTS_KILLED = KILLS + 3  # enough groups that every kill lands before the last one
 PROMPTS = ["Once upon a time", "The sun came out", "We went to the fair", "On a quiet morning",
            "The dog ran home", "A girl found a box", "It was a bright day", "At the end of the road"]
+
+
+def tether(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "tether.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=300, check=False, **kwargs)
+
+
+def sample_config(tmp_path, model_dir, examples_dir, **fields) -> SampleConfig:
+    return SampleConfig.model_validate({
+        "policy_model": str(model_dir), "judge_model": str(model_dir), "constitution": examples_dir / "cheerful.yaml",
+        "prompts": examples_dir / "prompts.txt", "completions_per_prompt": 4, "max_completion_tokens": 6,
+        "threshold": 0.0915, "monitors": {"min_words": 1}, "output_dir": tmp_path / "corpus", **fields,
+    })
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -52,7 +75,7 @@ def mine(tmp_path, examples_dir):
 
 def prompts_file(tmp_path, n: int):
     path = tmp_path / f"prompts{n}.txt"
-    path.write_text("\n".join(PROMPTS[:n]) + "\n")
+    path.write_text("\n".join((PROMPTS + [f"Story number {k} began" for k in range(n)])[:n]) + "\n")
     return path
 
 
@@ -104,8 +127,8 @@ def test_two_rounds_of_sft_keep_the_adapter_chain(tmp_path, tiny_model_dir, exam
     from tether.infra.models import load_causal_lm
     from tether.judge.evaluator import Evaluator
 
-    sft = dict(epochs=2, batch_size=4, learning_rate=0.5, lora_rank=4, lora_target_modules=["q_proj", "v_proj"],
-               eval_completions_per_prompt=2)
+    sft = {"epochs": 2, "batch_size": 4, "learning_rate": 0.5, "lora_rank": 4, "lora_target_modules": ["q_proj", "v_proj"],
+           "eval_completions_per_prompt": 2}
     base_config = sample_config(tmp_path, tiny_model_dir, examples_dir, constitution=mine, keep="best", keep_best=2,
                                 prompts=prompts_file(tmp_path, 2), completions_per_prompt=4, max_completion_tokens=6)
     finals, evals = [], []
@@ -113,7 +136,7 @@ def test_two_rounds_of_sft_keep_the_adapter_chain(tmp_path, tiny_model_dir, exam
         config = base_config.model_copy(update={"output_dir": tmp_path / f"corpus{r}",
                                                 "adapter": finals[-1] if finals else None})
         corpus = run_sample(config)
-        run, evaluation = run_sft(corpus.path, SftConfig(**sft, output_dir=tmp_path / f"sft{r}"))
+        run, _ = run_sft(corpus.path, SftConfig(**sft, output_dir=tmp_path / f"sft{r}"))
         finals.append(run.path / "final")
         evals.append(json.loads((run.path / "eval.json").read_text()))
     assert evals[0]["parent_adapter"] is None and evals[1]["parent_adapter"] == str(finals[0])
@@ -192,7 +215,7 @@ def post_head(length: str) -> str:
 
 
 def test_review_server_answers_a_bad_content_length_and_never_blocks(small_corpus, monkeypatch):
-    monkeypatch.setattr(review, "READ_TIMEOUT", 1.0)
+    monkeypatch.setattr(review, "READ_TIMEOUT", 1.0, raising=False)
     server = review.make_server(small_corpus.path, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -246,3 +269,140 @@ def test_a_decision_logged_but_not_applied_is_applied_on_restart(small_corpus):
     assert sample_id in {r["id"] for r in small_corpus.corpus()}  # stale, as the kill left it
     review.make_server(small_corpus.path).server_close()
     assert sample_id not in {r["id"] for r in small_corpus.corpus()}
+
+
+# --- kill tests: `tether sample` ---------------------------------------------------------------------
+
+
+def start(args: list) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tether.cli", *map(str, args)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill(proc: subprocess.Popen) -> bool:
+    """SIGKILL it; True if it was still running (a kill, not a finished run)."""
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return alive
+
+
+def size(path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def by_id(rows: list[dict]) -> dict:
+    return {r["id"]: r for r in rows}
+
+
+def test_sample_survives_sigkill_and_reruns_to_the_uninterrupted_result(tmp_path, tiny_model_dir, examples_dir):
+    config = sample_config(tmp_path, tiny_model_dir, examples_dir, prompts=prompts_file(tmp_path, PROMPTS_KILLED),
+                           completions_per_prompt=3, max_completion_tokens=10, seed=7)
+
+    def config_file(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config.model_copy(update={"output_dir": tmp_path / name}).model_dump(mode="json")))
+        return path
+
+    run_sample(config.model_copy(update={"output_dir": tmp_path / "reference"}))  # uninterrupted, in this process
+    killed, candidates = config_file("killed"), tmp_path / "killed" / "candidates.jsonl"
+    rng, tried = random.Random(7), 0
+    # Kill right after candidates.jsonl grows, then after random delays past a growth (mid-group, mid-write).
+    delays = [0.0, 0.003, *(rng.uniform(0.01, 0.3) for _ in range(KILLS - 2))]
+    for delay in delays:
+        before, proc = size(candidates), start(["sample", killed, "-q"])
+        while proc.poll() is None and size(candidates) <= before:
+            time.sleep(0.002)
+        time.sleep(delay)
+        tried += kill(proc)
+        CorpusDir(tmp_path / "killed").candidates()  # readable after every kill: a torn line is skipped
+    final = tether("sample", killed, "-q")  # one rerun finishes whatever the kills left
+    assert final.returncode == 0, final.stderr
+    result, want = jsonl.read(candidates), jsonl.read(tmp_path / "reference" / "candidates.jsonl")
+    ids = [c["id"] for c in result]
+    lost, duplicates = len(set(by_id(want)) - set(ids)), len(ids) - len(set(ids))
+    print(f"\nsample kill test: {tried} of {len(delays)} kills landed mid-run, {len(delays) + 1} runs, the rerun "
+          f"finished; {lost} lines lost, {duplicates} duplicates")
+    assert lost == duplicates == 0 and len(ids) == PROMPTS_KILLED * 3
+    assert sorted(sum(c["prompt_index"] == i for c in result) for i in range(PROMPTS_KILLED)) == [3] * PROMPTS_KILLED
+    assert by_id(result) == by_id(want)  # seeded per prompt: what the uninterrupted run drew, scores and all
+    assert by_id(jsonl.read(tmp_path / "killed" / "corpus.jsonl")) == by_id(jsonl.read(tmp_path / "reference" / "corpus.jsonl"))
+    assert tried >= len(delays) - 1  # a kill that came after the last group met a finished run
+    assert not list((tmp_path / "killed").glob(".*.tmp"))  # temporary files a kill left are swept
+
+
+# --- kill tests: the review page's decisions ----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen) -> None:
+    for _ in range(600):
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError("the review server did not start")
+
+
+def test_review_decisions_survive_sigkill_of_the_server(small_corpus):
+    port, ids = free_port(), [c["id"] for c in small_corpus.candidates()]
+    acked, unacked, stop, counter = set(), set(), threading.Event(), iter(range(10**6))
+    lock = threading.Lock()
+
+    def client(seed: int):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            with lock:
+                k = next(counter)
+            action = rng.choice(["accept", "reject", "edit"])
+            body = json.dumps({"id": rng.choice(ids), "action": action, "note": f"k{k}",
+                               "text": f"edited {k}" if action == "edit" else None})
+            try:
+                conn = HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("POST", "/api/decision", body, {"Content-Type": "application/json"})
+                ok = conn.getresponse().status == 200
+                conn.close()
+            except OSError:
+                ok = False
+            (acked if ok else unacked).add(f"k{k}")  # a failed request is never retried: no double sends
+            if not ok:
+                time.sleep(0.02)
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(2)]
+    rng, tried = random.Random(3), 0
+    server = start(["audit-corpus", small_corpus.path, "--port", port, "--no-open"])
+    wait_listening(port, server)
+    for t in clients:
+        t.start()
+    try:
+        for _ in range(2 * KILLS):
+            time.sleep(rng.uniform(0.1, 0.6))
+            tried += kill(server)
+            jsonl.read(small_corpus.decisions_path)  # a torn line, if any, never breaks reading
+            server = start(["audit-corpus", small_corpus.path, "--port", port, "--no-open"])
+            wait_listening(port, server)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+        kill(server)
+    logged = [d["note"] for d in jsonl.read(small_corpus.decisions_path)]
+    lost, duplicates = acked - set(logged), len(logged) - len(set(logged))
+    assert not lost and duplicates == 0, (sorted(lost), duplicates)
+    assert set(logged) <= acked | unacked and len(set(logged) - acked) <= 2 * tried  # in flight at a kill, one a client
+    assert len(acked) > 20 and tried == 2 * KILLS
+    served = small_corpus.corpus_path.read_text()
+    small_corpus.rebuild()
+    assert small_corpus.corpus_path.read_text() == served  # corpus.jsonl is the decisions applied, after every kill
+    assert not list(small_corpus.path.glob(".*.tmp"))  # temporary files a kill left are swept
+    print(f"\nreview kill test: {tried} kills, all survived; {len(acked)} decisions acknowledged, "
+          f"{len(set(logged) - acked)} logged unacknowledged (in flight at a kill), {len(lost)} lost, {duplicates} duplicates")

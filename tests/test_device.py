@@ -157,3 +157,33 @@ def test_a_100kb_text_is_cut_to_the_default_cap(tiny_gemma, tiny_tokenizer, exam
     assert int(result.truncated_tokens[0]) == tokens - 2048
     raised = Evaluator(long_context, examples_dir / "cheerful.yaml", tokenizer=tiny_tokenizer, max_text_tokens=4096)
     assert raised.text_budget == 4096
+
+
+# --- transformers FutureWarnings: none from tether's calls ---------------------------------------
+
+
+def test_no_future_warnings_from_the_judge_the_trainer_args_or_trls_checkpointing_calls(
+        tmp_path, tiny_gemma, tiny_tokenizer, examples_dir):
+    """As under `python -W always` (checked by hand on a 1-step tune): tether passes the current
+    names (`cache`, `activation_checkpointing`); TRL's and peft's old gradient_checkpointing calls
+    are silenced by message and module, and nothing else is."""
+    import warnings
+
+    from tether.infra.models import _quiet_transformers
+    from tether.tune.config import TuneConfig
+    from tether.tune.run import _trl_config
+
+    config = load_config(TuneConfig, examples_dir / "tune_cheerful.yaml", ["device=cpu", "steps=1"])
+    model = copy.deepcopy(tiny_gemma)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _quiet_transformers()  # what every model load does, after -W always
+        Evaluator(tiny_gemma, examples_dir / "cheerful.yaml", tokenizer=tiny_tokenizer).score(["A sunny day.", "Rain."])
+        _, args = _trl_config(config, SimpleNamespace(checkpoints=tmp_path), suppress=None, vllm_args={}, weights=[1.0])
+        model.gradient_checkpointing_enable()  # what TRL's generation and peft call, by the old names
+        assert model.is_gradient_checkpointing
+        model.gradient_checkpointing_disable()
+        warnings.warn("a FutureWarning tether did not cause", FutureWarning)
+    future = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert future == ["a FutureWarning tether did not cause"], future
+    assert args.activation_checkpointing is True and args.use_cpu is True

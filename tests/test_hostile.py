@@ -61,7 +61,8 @@ class Case:
 
 def _mixed_labels_ok(tmp: Path) -> None:
     rows = [json.loads(line) for line in (tmp / "o.jsonl").read_text().splitlines()]
-    assert [r["label"] for r in rows] == ["good", 3, None, ["x"]]
+    assert [r.get("label") for r in rows] == ["good", 3, None, ["x"]]
+    assert rows[2]["line"] == 3 and all(0 <= r["cheerful/p_yes"] <= 1 for r in rows)  # control-token strings: plain text
 
 
 def _report_escaped(tmp: Path) -> None:
@@ -96,7 +97,7 @@ CASES = [
     Case("score-constitution-binary", ["score", "bin.yaml", "t.txt"], "not UTF-8",
          files={"bin.yaml": bytes(range(256)) * 4}),
     Case("score-constitution-empty", ["score", "e.yaml", "t.txt"], "e.yaml", files={"e.yaml": ""}),
-    Case("score-constitution-special-token-question", ["score", "st.yaml", "t.txt"], "<eos>",
+    Case("score-constitution-special-token-question", ["score", "st.yaml", "t.txt", "-m", "nobody/no-such-model"], "<eos>",
          files={"st.yaml": "name: st\nprinciples:\n  - name: p\n    question: Is it <eos> good?\n"},
          xfail="judge/constitution.py accepts a control-token string in a question (constitution is not this brief's)"),
     # --- tether score: the texts ---------------------------------------------------------------------
@@ -125,25 +126,24 @@ CASES = [
     Case("score-long-text-unknown", S + ["t.txt", "--long-text", "sideways"], "'sideways' is not one of"),
     Case("score-batch-size-negative", S + ["t.txt", "--batch-size", "-1"], "--batch-size"),
     Case("score-max-text-tokens-zero", S + ["t.txt", "--max-text-tokens", "0"], "--max-text-tokens"),
-    Case("score-batch-size-not-a-number", S + ["t.txt", "--batch-size", "1e99"], "'1e99' is not a valid integer"),
+    Case("score-batch-size-not-a-number", S + ["t.txt", "--batch-size", "1e99"], "'--batch-size': Input should be a valid integer"),
     Case("score-out-is-a-folder", S + ["t.txt", "--out", "d"], "d: is a folder", dirs=("d",)),
     Case("score-out-unknown-format", S + ["t.txt", "--out", "o.xlsx"], "o.xlsx: unknown output format"),
     Case("score-out-is-the-texts", S + ["t.jsonl", "--out", "t.jsonl"], "t.jsonl: --out is the TEXTS file",
          files={"t.jsonl": '{"text": "hi"}\n'}),
     Case("score-out-over-run-metrics", S + ["t.txt", "--out", "runs/x/metrics.jsonl"],
-         "runs/x/metrics.jsonl: a log of the tether run in runs/x", files=run_dir()),
+         "runs/x/metrics.jsonl: tether's own file of the run in runs/x", files=run_dir()),
     Case("score-out-over-corpus-candidates", S + ["t.txt", "--out", "corpus/candidates.jsonl"],
-         "corpus/candidates.jsonl: a log of the tether corpus in corpus", setup=_corpus),
+         "corpus/candidates.jsonl: tether's own file of the corpus in corpus", setup=_corpus),
     Case("score-out-inside-run-checkpoints", S + ["t.txt", "--out", "runs/x/checkpoints/s.jsonl"],
          "inside runs/x/checkpoints", files=run_dir()),
     Case("score-unknown-model", S + ["t.txt", "-m", "nobody/no-such-model", "-q"], "model 'nobody/no-such-model' not found"),
-    Case("score-mixed-label-types", S + ["t.jsonl", "-m", "{model}", "-o", "o.jsonl", "-q"], "mean (3)", model=True, rc=0,
+    Case("score-mixed-label-types-special-tokens-html", S + ["t.jsonl", "-m", "{model}", "-o", "o.jsonl", "-q"], "mean (3)",
+         model=True, rc=0,
          creates=("o.jsonl",), check=_mixed_labels_ok,
-         files={"t.jsonl": '{"text": "a", "label": "good"}\n{"text": "b", "label": 3}\n{"text": "c"}\n'
-                           '{"text": "d", "label": ["x"]}\n'}),
-    Case("score-special-tokens-and-html-are-text", S + ["t.txt", "-m", "{model}", "-o", "o.jsonl", "-q"], "wrote 2 rows",
-         model=True, rc=0, creates=("o.jsonl",),
-         files={"t.txt": "<start_of_image><start_of_image><eos><bos> hi\n<script>alert(1)</script><unused0>\n"}),
+         files={"t.jsonl": '{"text": "a", "label": "good"}\n{"text": "b", "label": 3}\n'
+                           '{"text": "<start_of_image><start_of_image><eos><bos> hi"}\n'
+                           '{"text": "<script>alert(1)</script><unused0>", "label": ["x"]}\n'}),
     # --- tether audit ------------------------------------------------------------------------------
     Case("audit-no-examples-no-texts", ["audit", "bare.yaml"], "no few-shot examples to audit with",
          files={"bare.yaml": NO_EXAMPLES}),
@@ -151,7 +151,7 @@ CASES = [
     Case("audit-min-share-above-one", ["audit", "c.yaml", "--min-share", "2"], "--min-share"),
     Case("audit-out-is-a-folder", ["audit", "c.yaml", "--out", "d"], "d: is a folder", dirs=("d",)),
     Case("audit-out-over-run-config", ["audit", "c.yaml", "--out", "runs/x/finished.json"],
-         "runs/x/finished.json: a log of the tether run", files=run_dir()),
+         "runs/x/finished.json: tether's own file of the run", files=run_dir()),
     # --- tether tune -------------------------------------------------------------------------------
     Case("tune-nothing", ["tune"], "give a CONFIG file to start a run, or --resume"),
     Case("tune-config-and-resume", ["tune", "t.yaml", "--resume", "runs/x"], "give a CONFIG file", files={"t.yaml": TUNE}),
@@ -160,10 +160,8 @@ CASES = [
     Case("tune-config-malformed", ["tune", "t.yaml"], "t.yaml: line 2, column 1: malformed YAML", files={"t.yaml": "steps: [\n"}),
     Case("tune-config-a-list", ["tune", "t.yaml"], "expected a mapping of config fields", files={"t.yaml": "- steps\n- 5\n"}),
     Case("tune-config-non-utf8", ["tune", "t.yaml"], "t.yaml: line 1: not UTF-8", files={"t.yaml": b"steps: \xff\n"}),
-    Case("tune-config-unknown-field", ["tune", "t.yaml"], "t.yaml: line 7, column 1: stepz: unknown field",
+    Case("tune-config-unknown-field", ["tune", "t.yaml"], "t.yaml: line 7, column 8: stepz: unknown field",
          files={"t.yaml": TUNE + "stepz: 3\n"}),
-    Case("tune-config-wrong-type", ["tune", "t.yaml"], "t.yaml: line 7, column 8: algorithm: 'ppo'",
-         files={"t.yaml": TUNE + "algorithm: ppo\n"}),
     Case("tune-set-unclosed-list", ["tune", "t.yaml", "--set", "lora_target_modules=[q_proj"],
          "--set 'lora_target_modules=[q_proj': the value is not valid YAML", files={"t.yaml": TUNE}),
     Case("tune-set-nonsense", ["tune", "t.yaml", "--set", "nonsense"], "--set 'nonsense': write field=value",
@@ -177,17 +175,15 @@ CASES = [
     Case("tune-set-infinite-temperature", ["tune", "t.yaml", "--set", "temperature=.inf"], "temperature",
          files={"t.yaml": TUNE}, xfail="tune/config.py accepts temperature=inf (pydantic allows inf); not this brief's file"),
     Case("tune-resume-no-run", ["tune", "--resume", "runs/none"], "runs/none: no run here"),
-    Case("tune-resume-malformed-config", ["tune", "--resume", "runs/x"], "runs/x/config.yaml: line 1, column 7: malformed YAML",
+    Case("tune-resume-malformed-config", ["tune", "--resume", "runs/x"], "runs/x/config.yaml: line 2, column 1: malformed YAML",
          files=run_dir(config="steps: [\n")),
     Case("tune-resume-bad-stored-field", ["tune", "--resume", "runs/x"], "runs/x/config.yaml: steps: -5",
          files=run_dir(config=RUN_CONFIG.replace("steps: 2", "steps: -5"))),
-    Case("tune-constitution-missing", ["tune", "t.yaml"], "no such file", files={"t.yaml": TUNE.replace("c.yaml", "none.yaml")},
-         xfail="tune/run.py starts the run directory or loads models before reading the constitution"),
     # --- tether report -----------------------------------------------------------------------------
     Case("report-no-run", ["report", "runs/none"], "runs/none: no such run directory"),
     Case("report-a-file", ["report", "t.txt"], "t.txt: not a folder"),
     Case("report-steps-not-numbers", ["report", "runs/x", "--steps", "1,x"], "--steps '1,x'", files=run_dir()),
-    Case("report-malformed-config", ["report", "runs/x"], "runs/x/config.yaml: line 1, column 7: malformed YAML",
+    Case("report-malformed-config", ["report", "runs/x"], "runs/x/config.yaml: line 2, column 1: malformed YAML",
          files=run_dir(config="steps: [\n")),
     Case("report-metrics-binary", ["report", "runs/x"], "runs/x/metrics.jsonl", files=run_dir(**{"metrics.jsonl": b"\xff\x00\n"})),
     Case("report-metrics-not-numbers", ["report", "runs/x"], "runs/x/metrics.jsonl: line 1: `kl` must be a number",
@@ -199,17 +195,16 @@ CASES = [
     Case("report-values-malformed", ["report", "runs/x"], "runs/x/values/values.json: malformed JSON",
          files=run_dir(**{"values/values.json": "[{"})),
     Case("report-html-in-samples-is-escaped", ["report", "runs/x"], "report:", rc=0, check=_report_escaped,
-         creates=("runs/x/report/",), files=run_dir(**{"samples.jsonl": HTML_SAMPLES})),
+         creates=("runs/x/report",), files=run_dir(**{"samples.jsonl": HTML_SAMPLES})),
     # --- tether sample -----------------------------------------------------------------------------
     Case("sample-config-missing", ["sample", "none.yaml"], "none.yaml: no such file"),
-    Case("sample-unknown-field", ["sample", "s.yaml"], "s.yaml: line 5, column 1: colour: unknown field",
+    Case("sample-unknown-field", ["sample", "s.yaml"], "s.yaml: line 5, column 9: colour: unknown field",
          files={"s.yaml": SAMPLE + "colour: red\n"}),
     Case("sample-set-negative", ["sample", "s.yaml", "--set", "max_completion_tokens=-5"], "max_completion_tokens: -5",
          files={"s.yaml": SAMPLE}),
     Case("sample-set-unclosed", ["sample", "s.yaml", "--set", "seed={"], "--set 'seed={'", files={"s.yaml": SAMPLE}),
     Case("sample-prompts-missing", ["sample", "s.yaml"], "none.txt: no such file",
-         files={"s.yaml": SAMPLE.replace("p.txt", "none.txt")},
-         xfail="corpus/sample.py loads the policy before reading the prompts"),
+         files={"s.yaml": SAMPLE.replace("p.txt", "none.txt")}),
     # --- tether audit-corpus -----------------------------------------------------------------------
     Case("audit-corpus-not-a-corpus", ["audit-corpus", "d"], "d: not a corpus directory", dirs=("d",)),
     Case("audit-corpus-port-out-of-range", ["audit-corpus", "d", "--port", "70000"], "--port", dirs=("d",)),
@@ -217,11 +212,11 @@ CASES = [
          setup=_corpus, xfail="corpus/review.py lets the bind's OSError escape as a traceback"),
     # --- tether sft --------------------------------------------------------------------------------
     Case("sft-nothing", ["sft"], "give a CORPUS_DIR to start a run, or --resume"),
-    Case("sft-config-unknown-field", ["sft", "corpus", "-c", "f.yaml"], "f.yaml: line 1, column 1: epoch: unknown field",
+    Case("sft-config-unknown-field", ["sft", "corpus", "-c", "f.yaml"], "f.yaml: line 1, column 8: epoch: unknown field",
          files={"f.yaml": "epoch: 2\n"}, dirs=("corpus",)),
     Case("sft-set-negative-epochs", ["sft", "corpus", "--set", "epochs=-1"], "epochs: -1", dirs=("corpus",)),
     Case("sft-corpus-missing", ["sft", "none"], "none: not a corpus directory"),
-    Case("sft-resume-malformed", ["sft", "--resume", "runs/x"], "runs/x/config.yaml: line 1, column 7: malformed YAML",
+    Case("sft-resume-malformed", ["sft", "--resume", "runs/x"], "runs/x/config.yaml: line 2, column 1: malformed YAML",
          files=run_dir(config="steps: [\n")),
     # --- tether blend ------------------------------------------------------------------------------
     Case("blend-neither", ["blend", "--tuned", "runs/x"], "give --alpha A to write one blended model", files=run_dir()),
@@ -231,14 +226,14 @@ CASES = [
          files=run_dir()),
     Case("blend-tuned-missing", ["blend", "--tuned", "none", "--alpha", "0.5", "--out", "o"], "none"),
     Case("blend-malformed-run-config", ["blend", "--tuned", "runs/x", "--alpha", "0.5", "--out", "o"],
-         "runs/x/config.yaml: line 1, column 7: malformed YAML", files=run_dir(config="steps: [\n", **{"final/x": "x"})),
+         "runs/x/config.yaml: line 2, column 1: malformed YAML", files=run_dir(config="steps: [\n", **{"final/adapter_config.json": "{}"})),
     # --- tether values -----------------------------------------------------------------------------
     Case("values-no-store", ["values", "runs/x"], "no value store", files=run_dir()),
     Case("values-nearest-zero", ["values", "runs/x", "--nearest", "0"], "--nearest", files=run_dir()),
-    Case("values-malformed-config", ["values", "runs/x"], "runs/x/config.yaml: line 1, column 7: malformed YAML",
+    Case("values-malformed-config", ["values", "runs/x"], "runs/x/config.yaml: line 2, column 1: malformed YAML",
          files=run_dir(config="steps: [\n", **{"values/values.json": VALUES})),
-    Case("values-out-over-run-samples", ["values", "runs/x", "--out", "runs/x/samples.jsonl"],
-         "runs/x/samples.jsonl: a log of the tether run", files=run_dir(**{"values/values.json": VALUES})),
+    Case("values-out-over-run-samples", ["values", "runs/x", "--out", "runs/x/best.json"],
+         "runs/x/best.json: tether's own file of the run", files=run_dir(**{"values/values.json": VALUES})),
     # --- the command line itself -------------------------------------------------------------------
     Case("unknown-command", ["scor"], "No such command 'scor'"),
     Case("unknown-option", S + ["t.txt", "--colour", "red"], "No such option: --colour"),

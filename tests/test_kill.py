@@ -17,12 +17,16 @@ import time
 from pathlib import Path
 
 import yaml
-from test_cli import ENV
 
 from tether.defenses.utility import ValueStore
+from tether.infra import jsonl
+from tether.infra.rundir import RunDir
 
 STEPS, SAVE_EVERY, BATCH = 6, 2, 4
 PLAN = ["metrics", "checkpoint", "trainer_state", "delay", "metrics", "checkpoint", "delay"]
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def start(args: list) -> subprocess.Popen:
@@ -85,13 +89,16 @@ def test_tune_survives_kill_9_at_any_moment(tmp_path, tiny_model_dir, examples_d
         "detectors": {"affirmation_rate": 0.01, "drift_window": 3, "drift": 0.6},
     }))
     rng = random.Random(20261126)
-    tried = 0
+    tried, where = 0, []
     for trigger in PLAN:
         args = ["--resume", run] if (run / "config.yaml").exists() else [config]
         killed, _ = kill_at(trigger, run, args, delay=rng.uniform(12, 30))
-        tried += killed
         if not killed:
             break
+        tried += 1
+        whole = [s for s, _ in RunDir(run).checkpoints_by_step()] if (run / "config.yaml").exists() else []
+        where.append(f"{trigger}: {len(jsonl.read(run / 'metrics.jsonl'))} "
+                     f"steps logged, checkpoints {sorted(checkpoints(run))} (whole: {whole})")
     while not (run / "finished.json").exists():  # the last resume runs to the end
         killed, _ = kill_at("never", run, ["--resume", run], delay=1e9)
         assert not killed
@@ -104,7 +111,7 @@ def test_tune_survives_kill_9_at_any_moment(tmp_path, tiny_model_dir, examples_d
     sample_steps = [s["step"] for s in samples]
     lost = len(set(expected) - set(steps)) + sum(max(0, BATCH - sample_steps.count(k)) for k in expected)
     duplicates = (len(steps) - len(set(steps))) + sum(max(0, sample_steps.count(k) - BATCH) for k in expected)
-    print(f"\nkill -9: {tried} kills tried, lines lost {lost}, duplicates {duplicates}")
+    print("\n" + "\n".join(where) + f"\nkill -9: {tried} kills tried, lines lost {lost}, duplicates {duplicates}")
     assert tried >= 5
     assert steps == expected and lost == 0 and duplicates == 0
     assert sorted(set(sample_steps)) == expected

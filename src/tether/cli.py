@@ -3,12 +3,12 @@
     tether score examples/cheerful.yaml examples/texts.jsonl --out scores.jsonl
     tether audit examples/cheerful.yaml examples/texts.jsonl --out audit.json
 
-Errors the user can fix print one line and exit with code 2.
+Errors the user can fix, and command-line mistakes, print one line and exit with code 2.
+Each command checks its input before it imports torch or loads a model.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,11 +26,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
+LONG_TEXT = ("truncate_left", "truncate_right", "error")
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 ConstitutionArg = Annotated[Path, typer.Argument(help="constitution YAML file (see examples/)")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="judge: a hub id, a local folder, or the embedded default")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="texts per forward pass")]
 LongTextOpt = Annotated[
-    str, typer.Option(help="a text longer than the judge's context: truncate_left (keep its end), truncate_right, or error")
+    str, typer.Option(callback=lambda v: _one_of(v, LONG_TEXT), help="a text longer than the judge's context: truncate_left (keep its end), truncate_right, or error")
 ]
 MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
 DeviceOpt = Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")]
@@ -43,7 +52,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars"
 def score(
     constitution: ConstitutionArg,
     texts: Annotated[str, typer.Argument(help="texts: .jsonl (`text`, or `prompt`+`completion`), .txt (one per line), or - for stdin")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="where to write per-text scores: .jsonl or .csv")] = Path("scores.jsonl"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write per-text scores: .jsonl or .csv; never over "
+                                      "tether's own files in a run or corpus directory (config, logs, checkpoints)")] = Path("scores.jsonl"),
     model: ModelOpt = EMBEDDED_LM,
     debias: Annotated[Optional[bool], typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
     combine: Annotated[Optional[str], typer.Option(help="combine principles: mean or softmin (default: as the constitution says)")] = None,
@@ -56,23 +66,27 @@ def score(
     dtype: DtypeOpt = "float32",
 ):
     """Score texts against a constitution: per-principle log-odds and P(yes), and a summary table."""
-    from tether.infra.display import score_table, stdout
-    from tether.infra.texts import read_texts
+    from tether.infra.checks import check_out
+    from tether.infra.texts import output_rows, read_texts
     from tether.judge.constitution import load_constitution
-    from tether.judge.evaluator import Evaluator
 
     progress.set_enabled(not quiet)
     if combine is not None and combine not in ("mean", "softmin"):
         raise TetherError(f"--combine {combine!r}: write mean or softmin")
     rubric = load_constitution(constitution)
     records = read_texts(texts)
+    check_out(out, (".jsonl", ".csv"), inputs=[texts])
+    from tether.infra.display import score_table, stdout
+    from tether.judge.evaluator import Evaluator
+
     evaluator = Evaluator(model, rubric, debias=debias, combine=combine, batch_size=batch_size,
                           long_text=long_text, max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code,
                           device=device, dtype=dtype)
     result = evaluator.score([r.text for r in records], show_progress=not quiet)
-    rows = [{**{k: v for k, v in r.meta.items() if k != "text"}, **row} for r, row in zip(records, result.records())]
+    table = score_table(result, [r.meta.get("label") for r in records])  # built first: a failure writes nothing
+    rows = output_rows(records, result.records())
     atomic.write_records(out, rows)
-    stdout.print(score_table(result, [r.meta.get("label") for r in records]))
+    stdout.print(table)
     truncated = int((result.truncated_tokens > 0).sum())
     if truncated:
         progress.console.print(f"[yellow]warning:[/] {truncated} text(s) were cut to {evaluator.text_budget} tokens ({long_text}); "
@@ -97,20 +111,17 @@ def audit(
     dtype: DtypeOpt = "float32",
 ):
     """Measure how much each principle pays for yes-injection and other judge tricks, plain and debiased."""
-    from tether.infra.display import audit_tables, stdout
-    from tether.infra.texts import read_texts
-    from tether.judge.audit import run_audit
+    from tether.infra.checks import check_out
+    from tether.judge.audit import audit_texts, run_audit
     from tether.judge.constitution import load_constitution
-    from tether.judge.evaluator import Evaluator
 
     progress.set_enabled(not quiet)
     rubric = load_constitution(constitution)
-    if texts is None:
-        sample = list(dict.fromkeys(e.text for p in rubric.principles for e in p.examples))
-        if not sample:
-            raise TetherError(f"{constitution}: no few-shot examples to audit with; give a TEXTS file")
-    else:
-        sample = [r.text for r in read_texts(texts)]
+    sample = audit_texts(rubric, texts, constitution)
+    check_out(out, (".json",), inputs=[texts] if texts else [])
+    from tether.infra.display import audit_tables, stdout
+    from tether.judge.evaluator import Evaluator
+
     evaluator = Evaluator(model, rubric, with_negations=True, batch_size=batch_size, long_text=long_text,
                           max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code, device=device, dtype=dtype)
     report = run_audit(evaluator, sample, threshold=threshold, min_share=min_share, show_progress=not quiet)
@@ -130,18 +141,24 @@ def tune(
     quiet: QuietOpt = False,
 ):
     """Tune a policy against a constitution with TRL (GRPO or RLOO) and LoRA, logging a run directory."""
-    from tether.infra.config import load_config
-    from tether.tune.config import TuneConfig
-    from tether.tune.run import resume_config, run_tune
+    from tether.infra.checks import check_config_file
+    from tether.infra.rundir import RunDir
 
     progress.set_enabled(not quiet)
     if (config is None) == (resume is None):
         raise TetherError("give a CONFIG file to start a run, or --resume RUN_DIR to continue one")
+    if resume:
+        RunDir(resume).config()  # a missing or malformed stored config: one line, before the slow imports
+    else:
+        check_config_file(config, set_)
+    from tether.infra.config import load_config
+    from tether.infra.display import tune_line
+    from tether.tune.config import TuneConfig
+    from tether.tune.run import resume_config, run_tune
+
     settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)
     run = run_tune(settings, resume=resume is not None, force=force)
-    summary = json.loads((run.path / "finished.json").read_text())
-    trips = ", ".join(f"{name} at step {step}" for name, step in summary["detector_trips"].items()) or "none"
-    stdout_print(f"run finished: {run.path} ({summary['steps']} steps); detector trips: {trips}")
+    stdout_print(tune_line(run.path))
 
 
 @app.command()
@@ -150,15 +167,9 @@ def report(
     steps: Annotated[Optional[str], typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
 ):
     """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time."""
-    from tether.watch.report import build_report
+    from tether.watch.report import build_report, parse_steps
 
-    chosen = None
-    if steps:
-        try:
-            chosen = [int(s) for s in steps.split(",")]
-        except ValueError:
-            raise TetherError(f"--steps {steps!r}: write step numbers separated by commas, e.g. 1,10,20") from None
-    stdout_print(f"report: {build_report(run_dir, chosen)}")
+    stdout_print(f"report: {build_report(run_dir, parse_steps(steps))}")
 
 
 @app.command()
@@ -170,18 +181,18 @@ def sample(
 ):
     """Rejection-sample a corpus: N candidates a prompt, judged, monitored, kept or rejected with a reason."""
     from tether.corpus.config import SampleConfig
-    from tether.corpus.sample import run_sample
-    from tether.corpus.summary import HEADER, summarize, table_rows
     from tether.infra.config import load_config
-    from tether.infra.display import stdout
 
     progress.set_enabled(not quiet)
     settings = load_config(SampleConfig, config, set_)
+    from tether.corpus.sample import run_sample
+    from tether.corpus.summary import summarize
+    from tether.infra.display import corpus_line, corpus_table, stdout
+
     corpus = run_sample(settings, force=force)
     summary = summarize(corpus, settings)
-    stdout.print(_table("corpus summary", HEADER, table_rows(summary)))
-    stdout.print(f"{summary['kept_by_sampler']} of {summary['candidates']} candidates kept "
-                 f"({100 * summary['acceptance_rate']:.0f}%); corpus: {corpus.corpus_path}")
+    stdout.print(corpus_table(summary))
+    stdout.print(corpus_line(summary, corpus.corpus_path))
 
 
 @app.command("audit-corpus")
@@ -207,9 +218,7 @@ def sft(
 ):
     """Fine-tune the policy (LoRA, TRL's SFTTrainer) on a corpus; score held-out prompts before and after."""
     from tether.corpus.config import SftConfig
-    from tether.corpus.sft import run_sft
     from tether.infra.config import load_config
-    from tether.infra.display import stdout
 
     progress.set_enabled(not quiet)
     if (corpus_dir is None) == (resume is None):
@@ -220,11 +229,15 @@ def sft(
         settings = RunDir(resume).settings(SftConfig, drop=("corpus", "constitution_sha256"), output_dir=resume.absolute())
     else:
         settings = load_config(SftConfig, config, set_)
+    if corpus_dir is not None:
+        from tether.corpus.store import CorpusDir
+
+        CorpusDir(corpus_dir).require()  # before the slow imports
+    from tether.corpus.sft import run_sft
+    from tether.infra.display import sft_table, stdout
+
     run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
-    rows = [[name, f"{e['before']:.3f}", f"{e['after']:.3f}", f"{e['after'] - e['before']:+.3f}"]
-            for name, e in evaluation["mean_scores"].items()]
-    rows.append(["pass rate", f"{evaluation['pass_rate']['before']:.0%}", f"{evaluation['pass_rate']['after']:.0%}", ""])
-    stdout.print(_table(f"held-out prompts ({evaluation['completions']} completions)", ["score", "before", "after", "change"], rows))
+    stdout.print(sft_table(evaluation))
     stdout.print(f"run finished: {run.path}; adapter: {run.path / 'final'}")
 
 
@@ -232,7 +245,7 @@ def sft(
 def blend(
     tuned: Annotated[Path, typer.Option(help="a run directory (its final/), a checkpoint or LoRA adapter folder, or a full model folder")],
     base: Annotated[Optional[str], typer.Option(help="the base model (default: the run's policy_model)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
+    alpha: Annotated[Optional[float], typer.Option(min=0, max=1, help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,
@@ -245,23 +258,25 @@ def blend(
     quiet: QuietOpt = False,
 ):
     """Blend tuned weights back toward the base, base + A * (tuned - base): write one A, or sweep several and recommend one."""
-    from tether.defenses.blend import blend_to_folder, parse_alphas
-    from tether.defenses.sweep import sweep_blends, sweep_table
-    from tether.infra.display import stdout
-
     progress.set_enabled(not quiet)
     if (alpha is None) == (sweep is None):
         raise TetherError("give --alpha A to write one blended model, or --sweep 0,0.5,1 to compare several")
+    if alpha is not None and out is None:
+        raise TetherError("--alpha writes a model folder: give --out DIR")
+    from tether.defenses.blend import blend_to_folder, parse_alphas
+    from tether.infra.display import stdout, table
+
     if alpha is not None:
-        if out is None:
-            raise TetherError("--alpha writes a model folder: give --out DIR")
         path = blend_to_folder(tuned, alpha, out, base=base, config=config, force=force)
         stdout.print(f"wrote {path} (alpha {alpha:g}; see blend.json)")
         return
-    result = sweep_blends(tuned, parse_alphas(sweep), base=base, config=config, out=out, prompts=prompts,
+    from tether.defenses.sweep import sweep_blends, sweep_table
+
+    alphas = parse_alphas(sweep)
+    result = sweep_blends(tuned, alphas, base=base, config=config, out=out, prompts=prompts,
                           completions=completions, gold_tolerance=gold_tolerance, max_kl=max_kl,
                           save_merged=save_merged)
-    stdout.print(_table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
+    stdout.print(table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
     stdout.print(f"[bold]recommended:[/] A={result.recommended['alpha']:g}: {escape(result.reason)}")
     stdout.print(f"wrote {result.out}/sweep.md, sweep.csv, sweep.json, sweep.png, samples.jsonl")
 
@@ -273,26 +288,19 @@ def values(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write every value and its nearest texts as JSON")] = None,
 ):
     """List the utility function's values, terminal and instrumental, each with the run's nearest texts."""
+    from tether.infra.checks import check_out, check_value_run
+
+    check_value_run(run_dir)
+    if out is not None:
+        check_out(out, (".json",))
     from tether.defenses.utility import read_values
+    from tether.infra.display import values_table
 
     rows = read_values(run_dir, nearest)
-    table = [[str(i), r["kind"], f"{r['credit']:.3f}", str(r["count"]), str(r["step"]), r["text"],
-              "\n".join(f"{n['similarity']:.2f}  {n['text']}" for n in r["nearest"])] for i, r in enumerate(rows, 1)]
-    stdout_print(_table(f"value store of {run_dir}", ["#", "kind", "credit", "count", "step", "value", "nearest texts"], table))
+    stdout_print(values_table(rows, run_dir))
     if out is not None:
         atomic.write_json(out, rows)
         stdout_print(f"wrote {out}")
-
-
-def _table(title: str, header: list[str], rows: list[list[str]]):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for name in header:
-        table.add_column(name)
-    for row in rows:
-        table.add_row(*map(escape, row))
-    return table
 
 
 def stdout_print(message) -> None:
@@ -302,15 +310,29 @@ def stdout_print(message) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: a `TetherError` becomes one line on stderr and exit code 2."""
+    """Entry point: a `TetherError` or a command-line mistake becomes one line on stderr and exit code 2."""
     try:
-        app(args=argv, prog_name="tether")
+        code = app(args=argv, prog_name="tether", standalone_mode=False)
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            typer.echo(ctx.get_help())
+            raise SystemExit(2) from None
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _error(f"{where}{e.format_message()}{hint}", e.exit_code)
     except TetherError as e:
-        progress.console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
+        _error(str(e), 2)
+    except (KeyboardInterrupt, typer.Abort):
         progress.console.print("interrupted")
         raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
+def _error(message: str, code: int) -> None:
+    progress.console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+    raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.corpus.summary import write_summary
 from tether.errors import TetherError
-from tether.infra.seeds import item_seed
 from tether.infra import progress
 from tether.infra.generate import Branch, Generator, independent, load_policy
+from tether.infra.seeds import item_seed
 from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.judges import Judges
@@ -129,6 +129,7 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
             else:
                 corpus.append_candidates(group)
     corpus.rebuild()
-    write_summary(corpus, config)
+    with corpus.lock():  # under the lock, like every corpus file a kill may leave a temporary copy of
+        write_summary(corpus, config)
     return corpus
 

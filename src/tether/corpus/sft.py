@@ -22,11 +22,11 @@ from tether.corpus.config import SampleConfig, SftConfig
 from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
-from tether.infra.seeds import item_seed
 from tether.infra import atomic, progress
 from tether.infra.generate import Generator, independent, load_policy
 from tether.infra.models import load_causal_lm, resolve_device
 from tether.infra.rundir import RunDir
+from tether.infra.seeds import item_seed
 from tether.infra.texts import read_prompts
 from tether.judge.evaluator import Evaluator
 
@@ -118,12 +118,12 @@ def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig)
     from peft import LoraConfig, PeftModel
 
     if adapter is None:
-        model, tokenizer = load_policy(policy_model)
+        model, tokenizer = load_policy(policy_model, device="cpu")  # the caller moves it to the run's device
         return model, tokenizer, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
     if not (Path(adapter) / "adapter_config.json").exists():
         raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json); the corpus was sampled with it")
-    model, tokenizer = load_causal_lm(policy_model)
+    model, tokenizer = load_causal_lm(policy_model, device="cpu")
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer, None
 
 

@@ -35,6 +35,7 @@ CORPUS_FILES = ("config.yaml", "constitution.yaml", "meta.json", "candidates.jso
 META_FIELDS = {"constitution_sha256": str, "constitution": str, "principles": list}
 CANDIDATE_FIELDS = ("id", "prompt_index", "prompt", "completion", "status", "total", "scores")
 DECISION_FIELDS = ("id", "action", "note")
+LOCKED_FILES = ("candidates.jsonl", "corpus.jsonl", "summary.json", "summary.md", "scores.png")  # written under the lock
 
 
 class CorpusDir:
@@ -177,6 +178,7 @@ class CorpusDir:
         return jsonl.read(self.corpus_path)
 
     def _rebuild(self) -> list[dict]:
+        self._sweep()
         decisions, rows = self.decisions(), []
         for c in self.candidates():
             d = decisions.get(c["id"])
@@ -191,6 +193,13 @@ class CorpusDir:
 
     def lock(self):
         return jsonl.locked(self.path)
+
+    def _sweep(self) -> None:
+        """Remove the temporary files (`.NAME.XXXXXXXX.tmp`, see infra.atomic) a kill left mid-write.
+        Only those of files written under the lock, which the caller holds: none is in flight."""
+        for name in LOCKED_FILES:
+            for tmp in self.path.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def _checked(records: list[dict], path: Path, fields: tuple[str, ...]) -> list[dict]:

@@ -58,3 +58,13 @@ def check_config_file(path: str | Path, overrides: Sequence[str]) -> None:
     from tether.infra.texts import read_utf8
 
     apply_overrides(parse_yaml(read_utf8(path), str(path)), overrides)
+
+
+def check_value_run(run_dir: str | Path) -> None:
+    """`tether values`: a value store and a readable config, before the embedder loads."""
+    from tether.infra.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not (run.path / "values" / "values.json").is_file():
+        raise TetherError(f"{run.path}: no value store (values/values.json); it is written by runs with utility.weight > 0")
+    run.config()

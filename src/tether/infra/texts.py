@@ -114,3 +114,8 @@ def read_prompts(source: str | Path) -> list[str]:
     if not prompts:
         raise TetherError(f"{path}: no prompts found")
     return prompts
+
+
+def output_rows(records: list[TextRecord], scored: list[dict]) -> list[dict]:
+    """Each input line's own fields (`id`, `label`, ...; not its text) followed by its scores."""
+    return [{**{k: v for k, v in r.meta.items() if k != "text"}, **row} for r, row in zip(records, scored)]

@@ -4,6 +4,9 @@ Plots (also saved as PNGs in RUN_DIR/report/): the train reward against the gold
 token KL, and each monitor against step, with detector trips marked as red lines; then a
 timeline of sample completions at chosen steps (best and worst by train score). Works on
 a run still in progress: it reads whatever lines are there. All text is HTML-escaped.
+
+Every input is checked before anything is written (a damaged config, log line or value
+store is one line naming the file and line), so a refused report leaves the run untouched.
 """
 
 from __future__ import annotations
@@ -40,30 +43,91 @@ PLOTS = [  # (file name, title, [(metric key, label)])
 ]
 
 
+def parse_steps(text: str | None) -> list[int] | None:
+    """'1,10,20' -> [1, 10, 20]; None or '' -> None (the default choice)."""
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise TetherError(f"--steps {text!r}: write step numbers separated by commas, e.g. 1,10,20") from None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_checked(path: Path, required: dict[str, type | str]) -> list[dict]:
+    """A run log's records, each checked: `required` maps field -> str, or 'number' / 'step'."""
+    records = jsonl.read(path)
+    numbers = [n for n, raw in enumerate(path.read_bytes().split(b"\n")[:-1], 1) if raw.strip()] if records else []
+    for n, row in zip(numbers, records):
+        for name, kind in required.items():
+            value = row.get(name)
+            if kind == "step" and not (isinstance(value, int) and not isinstance(value, bool)):
+                raise TetherError(f"{path}: line {n}: no integer `step`; is this a tether run log?")
+            if kind == "number" and not _number(value):
+                raise TetherError(f"{path}: line {n}: no `{name}` number")
+            if kind is str and not isinstance(value, str):
+                raise TetherError(f"{path}: line {n}: no `{name}` text")
+        for key in PLOTTED & row.keys():
+            if row[key] is not None and not _number(row[key]):
+                raise TetherError(f"{path}: line {n}: `{key}` must be a number, got {type(row[key]).__name__}")
+    return records
+
+
+def _read_values(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"{e.msg} at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+        raise TetherError(f"{path}: malformed JSON ({problem})") from None
+    if not isinstance(entries, list) or not all(
+            isinstance(v, dict) and isinstance(v.get("kind"), str) and isinstance(v.get("text"), str)
+            and _number(v.get("credit")) and isinstance(v.get("count"), int) and isinstance(v.get("step"), int)
+            for v in entries):
+        raise TetherError(f"{path}: expected a list of values (kind, credit, count, step, text)")
+    return entries
+
+
 def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per_step: int = 2) -> Path:
+    run = RunDir(run_dir)
+    if not run.path.exists():
+        raise TetherError(f"{run.path}: no such run directory")
+    if not run.path.is_dir():
+        raise TetherError(f"{run.path}: not a folder; give a tether run directory")
+    config = run.config() if run.has_run() else {}
+    metrics = _read_checked(run.path / "metrics.jsonl", {"step": "step"})
+    if not metrics:
+        raise TetherError(f"{run.path}: no metrics.jsonl lines yet; is this a tether run directory?")
+    samples = _read_checked(run.path / "samples.jsonl", {"step": "step", "prompt": str, "completion": str, "train": "number"})
+    events = jsonl.read(run.path / "events.jsonl")
+    trips = [e for e in events if e.get("event") == "detector"]
+    for trip in trips:
+        if not isinstance(trip.get("step"), int) or not all(
+                isinstance(d, dict) and isinstance(d.get("detector"), str) and _number(d.get("value"))
+                and _number(d.get("limit")) for d in trip.get("detectors", [])):
+            raise TetherError(f"{run.path / 'events.jsonl'}: a detector event without step, detector, value and limit")
+    values = _read_values(run.path / "values" / "values.json")
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run = RunDir(run_dir)
-    metrics = jsonl.read(run.path / "metrics.jsonl")
-    if not metrics:
-        raise TetherError(f"{run.path}: no metrics.jsonl lines yet; is this a tether run directory?")
-    samples = jsonl.read(run.path / "samples.jsonl")
-    events = jsonl.read(run.path / "events.jsonl")
-    trips = [e for e in events if e.get("event") == "detector"]
     out = run.path / "report"
     out.mkdir(exist_ok=True)
 
     figures = []
     for name, title, series in PLOTS:
-        present = [(k, label) for k, label in series if any(k in m for m in metrics)]
+        present = [(k, label) for k, label in series if any(m.get(k) is not None for m in metrics)]
         if not present:
             continue
         fig, ax = plt.subplots(figsize=(7, 3.2))
         for key, label in present:
-            points = [(m["step"], m[key]) for m in metrics if key in m]
+            points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None]
             ax.plot(*zip(*points), marker=".", label=label)
         for trip in trips:
             ax.axvline(trip["step"], color="red", linestyle="--", alpha=0.7)
@@ -77,8 +141,12 @@ def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per
 
     steps = sorted({s["step"] for s in samples})
     chosen = sample_steps or _spread(steps, 5) + [t["step"] for t in trips]
-    page = _html(run, metrics, samples, trips, figures, sorted(set(s for s in chosen if s in steps)), per_step, out)
+    page = _html(run, config, metrics, samples, trips, values, figures, sorted(set(s for s in chosen if s in steps)),
+                 per_step, out)
     return atomic.write_text(out / "report.html", page)
+
+
+PLOTTED = frozenset(key for _, _, series in PLOTS for key, _ in series) | {"gold", "embedding_kl", "utility"}
 
 
 def _spread(steps: list[int], k: int) -> list[int]:
@@ -87,9 +155,8 @@ def _spread(steps: list[int], k: int) -> list[int]:
     return [steps[round(i * (len(steps) - 1) / (k - 1))] for i in range(k)]
 
 
-def _html(run, metrics, samples, trips, figures, chosen, per_step, out) -> str:
+def _html(run, config, metrics, samples, trips, values, figures, chosen, per_step, out) -> str:
     e = html.escape
-    config = run.config() if run.has_run() else {}
     state = "finished" if run.is_finished() else f"in progress (step {metrics[-1]['step']})"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>tether report</title>",
@@ -113,9 +180,8 @@ def _html(run, metrics, samples, trips, figures, chosen, per_step, out) -> str:
         data = base64.b64encode((out / name).read_bytes()).decode()
         parts.append(f"<figure><img class='plot' alt='{e(title)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{e(title)}</figcaption></figure>")
-    values = run.path / "values" / "values.json"
-    if values.exists():  # the utility function's store: what the run learned to value
-        entries = sorted(json.loads(values.read_text(encoding="utf-8")), key=lambda v: (v["kind"] != "terminal", -v["credit"]))
+    if values:  # the utility function's store: what the run learned to value
+        entries = sorted(values, key=lambda v: (v["kind"] != "terminal", -v["credit"]))
         parts.append("<h2>Values of the utility function</h2><table class='values'><tr><th>kind</th><th>credit</th>"
                      "<th>count</th><th>step</th><th>text</th></tr>")
         parts += [f"<tr><td>{e(v['kind'])}</td><td>{v['credit']:.3f}</td><td>{v['count']}</td><td>{v['step']}</td>"
@@ -127,7 +193,8 @@ def _html(run, metrics, samples, trips, figures, chosen, per_step, out) -> str:
         picked = rows[:per_step] + rows[-per_step:] if len(rows) > 2 * per_step else rows
         parts.append(f"<h3 id='step-{step}'>step {step}</h3>")
         for s in picked:
-            others = "".join(f", {name} {s[name]:+.2f}" for name in ("gold", "embedding_kl", "utility") if name in s)
+            others = "".join(f", {name} {s[name]:+.2f}" for name in ("gold", "embedding_kl", "utility")
+                             if s.get(name) is not None)
             parts.append(f"<div class='sample' data-step='{step}'><b>train {s['train']:+.2f}{others}</b>\n"
                          f"<i>{e(s['prompt'])}</i>{e(s['completion'])}</div>")
     parts.append("</body></html>")
