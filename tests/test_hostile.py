@@ -137,10 +137,8 @@ CASES = [
          "corpus/candidates.jsonl: tether's own file of the corpus in corpus", setup=_corpus),
     Case("score-out-inside-run-checkpoints", S + ["t.txt", "--out", "runs/x/checkpoints/s.jsonl"],
          "inside runs/x/checkpoints", files=run_dir()),
-    Case("score-unknown-model", S + ["t.txt", "-m", "nobody/no-such-model", "-q"], "model 'nobody/no-such-model' not found"),
     Case("score-mixed-label-types-special-tokens-html", S + ["t.jsonl", "-m", "{model}", "-o", "o.jsonl", "-q"], "mean (3)",
-         model=True, rc=0,
-         creates=("o.jsonl",), check=_mixed_labels_ok,
+         model=True, rc=0, creates=("o.jsonl",), check=_mixed_labels_ok,
          files={"t.jsonl": '{"text": "a", "label": "good"}\n{"text": "b", "label": 3}\n'
                            '{"text": "<start_of_image><start_of_image><eos><bos> hi"}\n'
                            '{"text": "<script>alert(1)</script><unused0>", "label": ["x"]}\n'}),
@@ -160,8 +158,6 @@ CASES = [
     Case("tune-config-malformed", ["tune", "t.yaml"], "t.yaml: line 2, column 1: malformed YAML", files={"t.yaml": "steps: [\n"}),
     Case("tune-config-a-list", ["tune", "t.yaml"], "expected a mapping of config fields", files={"t.yaml": "- steps\n- 5\n"}),
     Case("tune-config-non-utf8", ["tune", "t.yaml"], "t.yaml: line 1: not UTF-8", files={"t.yaml": b"steps: \xff\n"}),
-    Case("tune-config-unknown-field", ["tune", "t.yaml"], "t.yaml: line 7, column 8: stepz: unknown field",
-         files={"t.yaml": TUNE + "stepz: 3\n"}),
     Case("tune-set-unclosed-list", ["tune", "t.yaml", "--set", "lora_target_modules=[q_proj"],
          "--set 'lora_target_modules=[q_proj': the value is not valid YAML", files={"t.yaml": TUNE}),
     Case("tune-set-nonsense", ["tune", "t.yaml", "--set", "nonsense"], "--set 'nonsense': write field=value",
@@ -203,8 +199,6 @@ CASES = [
     Case("sample-set-negative", ["sample", "s.yaml", "--set", "max_completion_tokens=-5"], "max_completion_tokens: -5",
          files={"s.yaml": SAMPLE}),
     Case("sample-set-unclosed", ["sample", "s.yaml", "--set", "seed={"], "--set 'seed={'", files={"s.yaml": SAMPLE}),
-    Case("sample-prompts-missing", ["sample", "s.yaml"], "none.txt: no such file",
-         files={"s.yaml": SAMPLE.replace("p.txt", "none.txt")}),
     # --- tether audit-corpus -----------------------------------------------------------------------
     Case("audit-corpus-not-a-corpus", ["audit-corpus", "d"], "d: not a corpus directory", dirs=("d",)),
     Case("audit-corpus-port-out-of-range", ["audit-corpus", "d", "--port", "70000"], "--port", dirs=("d",)),
@@ -221,7 +215,8 @@ CASES = [
     # --- tether blend ------------------------------------------------------------------------------
     Case("blend-neither", ["blend", "--tuned", "runs/x"], "give --alpha A to write one blended model", files=run_dir()),
     Case("blend-alpha-without-out", ["blend", "--tuned", "runs/x", "--alpha", "0.5"], "give --out DIR", files=run_dir()),
-    Case("blend-alpha-huge", ["blend", "--tuned", "runs/x", "--alpha", "1e308", "--out", "o"], "--alpha", files=run_dir()),
+    Case("blend-alpha-huge", ["blend", "--tuned", "runs/x", "--alpha", "1e308", "--out", "o"], "must be within [0, 1]",
+         files=run_dir()),
     Case("blend-sweep-not-numbers", ["blend", "--tuned", "runs/x", "--sweep", "0,half"], "--sweep '0,half'",
          files=run_dir()),
     Case("blend-tuned-missing", ["blend", "--tuned", "none", "--alpha", "0.5", "--out", "o"], "none"),

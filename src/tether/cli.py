@@ -245,7 +245,7 @@ def sft(
 def blend(
     tuned: Annotated[Path, typer.Option(help="a run directory (its final/), a checkpoint or LoRA adapter folder, or a full model folder")],
     base: Annotated[Optional[str], typer.Option(help="the base model (default: the run's policy_model)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(min=0, max=1, help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
     sweep: Annotated[Optional[str], typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,

@@ -95,7 +95,8 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     )
     progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    trainer.save_model(str(run.path / "final"))
+    with atomic.folder(run.path / "final") as building:  # whole or not at all
+        trainer.save_model(str(building))
 
     # --- the same evaluation after, and the end --------------------------------------------------
     after = evaluate(trainer.model.eval(), tokenizer, "after")

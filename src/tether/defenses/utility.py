@@ -46,13 +46,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
-from tether.watch.detectors import DetectorConfig
-from tether.watch.metrics import text_values, trips
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, ranks
 from tether.infra.models import embed
 from tether.infra.rundir import RunDir
 from tether.tune.rewards import plain_text
+from tether.watch.detectors import DetectorConfig
+from tether.watch.metrics import text_values, trips
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 

@@ -60,16 +60,21 @@ def folder(path: str | Path) -> Iterator[Path]:
         raise TetherError(f"{path}: cannot write here ({e.strerror})") from None
     try:
         yield building
-        if path.exists():  # swap, then delete the old one: never a moment with half of either
-            old = building.with_suffix(".old")
-            os.replace(path, old)
-            os.replace(building, path)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(building, path)
+        publish(building, path)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def publish(building: Path, path: Path) -> None:
+    """Move a completed folder into place: swap, then delete the old one, never a moment with half of either."""
+    if path.exists():
+        old = building.with_suffix(".old")
+        os.replace(path, old)
+        os.replace(building, path)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(building, path)
 
 
 def write_figure(path: str | Path, fig, dpi: int = 90) -> Path:

@@ -12,6 +12,7 @@ tether supplies the reward (the constitution), the monitors and the bookkeeping.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from transformers import PrinterCallback
 from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
-from tether.infra import jsonl, progress, ranks
+from tether.infra import atomic, jsonl, progress, ranks
 from tether.infra.models import load_causal_lm, load_embedder, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
@@ -28,7 +29,6 @@ from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
-from tether.watch.metrics import is_tether_metric
 from tether.tune.rewards import ConstitutionReward
 from tether.watch.callbacks import (
     DetectorCallback,
@@ -37,6 +37,7 @@ from tether.watch.callbacks import (
     StepPrinter,
 )
 from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
+from tether.watch.metrics import is_tether_metric
 
 
 def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, callbacks: list | None = None) -> RunDir:
@@ -135,7 +136,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     # --- the end ------------------------------------------------------------------------
-    trainer.save_model(str(run.path / "final"))
+    _save_final(trainer, run)
     agree = _ranks_agree(trainer.state.log_history)
     if ranks.is_main():
         stopped = config.on_hack == "stop" and bool(detector.tripped)
@@ -146,6 +147,20 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                     "processes": ranks.world_size(), "processes_agree": agree})
     ranks.barrier()
     return run
+
+
+def _save_final(trainer, run: RunDir) -> None:
+    """The final adapter, whole or not at all: saved beside `final/` by every process (TRL's
+    save is collective; only the main process writes), then renamed into place."""
+    building = run.path / ".final.building.tmp"  # an atomic temporary: --force and resume clean it up
+    if ranks.is_main():
+        shutil.rmtree(building, ignore_errors=True)
+    ranks.barrier()
+    trainer.save_model(str(building))
+    ranks.barrier()
+    if ranks.is_main():
+        atomic.publish(building, run.path / "final")
+    ranks.barrier()
 
 
 def _check_batch_splits(config: TuneConfig) -> None:
