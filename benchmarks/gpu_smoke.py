@@ -37,8 +37,21 @@ CORPUS = [
 def build_model(folder: Path, arch: str, size: str) -> None:
     """A random-weight Gemma 3 or Llama and a 1000-token BPE tokenizer, saved as a model folder."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     tk = Tokenizer(models.BPE(unk_token=None))
     tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
@@ -49,9 +62,9 @@ def build_model(folder: Path, arch: str, size: str) -> None:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                         unk_token="<unk>")
     hidden, layers = (64, 2) if size == "tiny" else (512, 8)
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0,
-                  bos_token_id=2, eos_token_id=1)
+    common = {"vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 4 * hidden,
+              "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 4096, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1}
     torch.manual_seed(0)
     if arch == "gemma3":
         model = Gemma3ForCausalLM(Gemma3TextConfig(**common, head_dim=hidden // 4, sliding_window=64))
@@ -164,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             try:
                 line, status = run(), "ok"
-            except Exception as e:  # a smoke test reports every stage, then fails
+            except Exception as e:  # noqa: BLE001 -- a smoke test reports every stage, then fails
                 traceback.print_exc()
                 line, status = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "FAILED"
             results.append(status)

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from tether.errors import TetherError
 from tether.infra.config import load_config
 from tether.infra.generate import Branch, Generator
-from tether.infra.models import load_causal_lm, resolve_device, resolve_dtype
+from tether.infra.models import resolve_device, resolve_dtype
 from tether.judge.evaluator import DEFAULT_MAX_TEXT_TOKENS, Evaluator
 
 SRC = str(Path(__file__).resolve().parent.parent / "src" / "tether")

@@ -223,7 +223,8 @@ class Evaluator:
                 self._prefix_caches[probe_index] = (None, 0)
             else:
                 out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
-                self._prefix_caches[probe_index] = (out["cache"] if "cache" in out else out.past_key_values, len(ids))
+                # not out.get("cache", out.past_key_values): reading the old name warns
+                self._prefix_caches[probe_index] = (out["cache"] if "cache" in out else out.past_key_values, len(ids))  # noqa: SIM401
         return self._prefix_caches[probe_index]
 
     def _answer_logprobs(self, probe_index: int, rows: list[list[int]]) -> torch.Tensor:
