@@ -15,9 +15,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -97,9 +97,6 @@ CASES = [
     Case("score-constitution-binary", ["score", "bin.yaml", "t.txt"], "not UTF-8",
          files={"bin.yaml": bytes(range(256)) * 4}),
     Case("score-constitution-empty", ["score", "e.yaml", "t.txt"], "e.yaml", files={"e.yaml": ""}),
-    Case("score-constitution-special-token-question", ["score", "st.yaml", "t.txt", "-m", "nobody/no-such-model"], "<eos>",
-         files={"st.yaml": "name: st\nprinciples:\n  - name: p\n    question: Is it <eos> good?\n"},
-         xfail="judge/constitution.py accepts a control-token string in a question (constitution is not this brief's)"),
     # --- tether score: the texts ---------------------------------------------------------------------
     Case("score-texts-missing", S + ["none.jsonl"], "none.jsonl: no such file"),
     Case("score-texts-folder", S + ["d.jsonl"], "d.jsonl: is a folder", dirs=("d.jsonl",)),
@@ -202,8 +199,8 @@ CASES = [
     # --- tether audit-corpus -----------------------------------------------------------------------
     Case("audit-corpus-not-a-corpus", ["audit-corpus", "d"], "d: not a corpus directory", dirs=("d",)),
     Case("audit-corpus-port-out-of-range", ["audit-corpus", "d", "--port", "70000"], "--port", dirs=("d",)),
-    Case("audit-corpus-port-in-use", ["audit-corpus", "corpus", "--port", "{port}"], "port {port} is in use",
-         setup=_corpus, xfail="corpus/review.py lets the bind's OSError escape as a traceback"),
+    Case("audit-corpus-port-in-use", ["audit-corpus", "corpus", "--port", "{port}"], "port {port}: cannot listen on 127.0.0.1 (Address already in use)",
+         setup=_corpus),
     # --- tether sft --------------------------------------------------------------------------------
     Case("sft-nothing", ["sft"], "give a CORPUS_DIR to start a run, or --resume"),
     Case("sft-config-unknown-field", ["sft", "corpus", "-c", "f.yaml"], "f.yaml: line 1, column 8: epoch: unknown field",
@@ -227,7 +224,7 @@ CASES = [
     Case("values-nearest-zero", ["values", "runs/x", "--nearest", "0"], "--nearest", files=run_dir()),
     Case("values-malformed-config", ["values", "runs/x"], "runs/x/config.yaml: line 2, column 1: malformed YAML",
          files=run_dir(config="steps: [\n", **{"values/values.json": VALUES})),
-    Case("values-out-over-run-samples", ["values", "runs/x", "--out", "runs/x/best.json"],
+    Case("values-out-over-run-best-json", ["values", "runs/x", "--out", "runs/x/best.json"],
          "runs/x/best.json: tether's own file of the run", files=run_dir(**{"values/values.json": VALUES})),
     # --- the command line itself -------------------------------------------------------------------
     Case("unknown-command", ["scor"], "No such command 'scor'"),
@@ -274,7 +271,7 @@ def test_hostile_input(case: Case, tmp_path: Path, request):
         expect = expect.replace(key, value)
     before = snapshot(tmp_path)
     try:
-        run = subprocess.run([sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, input=case.stdin,
+        run = subprocess.run([sys.executable, "-m", "tether.cli", *args], check=False, capture_output=True, text=True, input=case.stdin,
                              cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     finally:
         if sock:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tether.errors import TetherError
 from tether.infra.models import (
@@ -65,3 +66,24 @@ def test_embedded_embedder_loads_offline_and_embeds():
     near = float(vectors[0] @ vectors[1]) / float((vectors[0] ** 2).sum() ** 0.5 * (vectors[1] ** 2).sum() ** 0.5)
     far = float(vectors[0] @ vectors[2]) / float((vectors[0] ** 2).sum() ** 0.5 * (vectors[2] ** 2).sum() ** 0.5)
     assert near > far
+
+
+def test_adapters_load_from_safetensors_only(tmp_path, tiny_gemma):
+    """PEFT would fall back to a pickled adapter_model.bin; tether refuses it with one line."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from tether.errors import TetherError
+    from tether.infra.models import load_adapter
+
+    folder = tmp_path / "adapter"
+    peft = get_peft_model(copy.deepcopy(tiny_gemma), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    peft.save_pretrained(folder)
+    assert load_adapter(copy.deepcopy(tiny_gemma), folder) is not None
+    weights = load_file(folder / "adapter_model.safetensors")
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save(weights, folder / "adapter_model.bin")
+    with pytest.raises(TetherError, match="not in adapter_model.safetensors; tether loads safetensors only"):
+        load_adapter(copy.deepcopy(tiny_gemma), folder)

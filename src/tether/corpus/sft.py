@@ -24,7 +24,7 @@ from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
 from tether.infra import atomic, progress
 from tether.infra.generate import Generator, independent, load_policy
-from tether.infra.models import load_causal_lm, resolve_device
+from tether.infra.models import load_adapter, load_causal_lm, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.seeds import item_seed
 from tether.infra.texts import read_prompts
@@ -116,7 +116,7 @@ def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig)
     training a fresh LoRA on top would save only the last round's delta. Its rank and targets are
     the adapter's own; `lora_*` apply to a corpus sampled from the base.
     """
-    from peft import LoraConfig, PeftModel
+    from peft import LoraConfig
 
     if adapter is None:
         model, tokenizer = load_policy(policy_model, device="cpu")  # the caller moves it to the run's device
@@ -125,7 +125,7 @@ def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig)
     if not (Path(adapter) / "adapter_config.json").exists():
         raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json); the corpus was sampled with it")
     model, tokenizer = load_causal_lm(policy_model, device="cpu")
-    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer, None
+    return load_adapter(model, adapter, trainable=True), tokenizer, None
 
 
 class HeldOut:

@@ -28,7 +28,7 @@ import torch
 
 from tether.errors import TetherError
 from tether.infra import atomic
-from tether.infra.models import load_causal_lm
+from tether.infra.models import load_adapter, load_causal_lm
 from tether.infra.rundir import RunDir
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -160,8 +160,6 @@ class Blend:
 
 
 def _load_adapter(model, folder: Path):
-    from peft import PeftModel
-
     try:
         settings = json.loads((folder / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as e:
@@ -171,11 +169,7 @@ def _load_adapter(model, folder: Path):
     if settings.get("use_dora") or settings.get("modules_to_save"):
         raise TetherError(f"{folder}: a DoRA adapter or one with fully trained modules (modules_to_save) is not "
                           f"linear in its LoRA scale; merge it into a full model folder and blend that")
-    try:
-        return PeftModel.from_pretrained(model, str(folder)).eval()
-    except (RuntimeError, ValueError, KeyError) as e:
-        reason = str(e).strip().splitlines()[0]
-        raise TetherError(f"{folder}: cannot load this adapter onto the base model ({reason})") from None
+    return load_adapter(model, folder).eval()
 
 
 def _load_full(folder: Path, base_model, base: str):

@@ -37,8 +37,8 @@ from tether.defenses.blend import (
     save_blend,
 )
 from tether.errors import TetherError
-from tether.infra.seeds import base_samples_seed, item_seed
 from tether.infra import atomic, progress
+from tether.infra.seeds import base_samples_seed, item_seed
 from tether.watch.detectors import DetectorConfig, check
 from tether.watch.metrics import label
 

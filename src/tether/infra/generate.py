@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tether.errors import TetherError
-from tether.infra.models import load_causal_lm
+from tether.infra.models import load_adapter, load_causal_lm
 from tether.judge.tokens import SafeTokenizer
 
 
@@ -66,9 +65,5 @@ def independent(gen: Generator, prompt: str, n: int, max_tokens: int) -> list[st
 def load_policy(policy_model: str, adapter: Path | None = None, *, device: str = "auto", dtype: str = "float32"):
     model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype)
     if adapter is not None:
-        from peft import PeftModel
-
-        if not (adapter / "adapter_config.json").exists():
-            raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = load_adapter(model, adapter).merge_and_unload()
     return model.eval(), tokenizer

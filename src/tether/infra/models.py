@@ -116,8 +116,25 @@ def load_embedder(name: str = EMBEDDED_EMBEDDER, *, trust_remote_code: bool = Fa
         raise TetherError(f"unknown embedded embedder '{name}'; the embedded one is '{EMBEDDED_EMBEDDER}'")
     else:
         source = name
-    kwargs = dict(device=str(resolve_device(device)), trust_remote_code=trust_remote_code)
+    kwargs = dict(device=str(resolve_device(device)), trust_remote_code=trust_remote_code,
+                  model_kwargs={"use_safetensors": True})  # safetensors only, as for the causal LMs
     return _offline_first(SentenceTransformer, source, name, kwargs)
+
+
+def load_adapter(model, folder: str | Path, *, trainable: bool = False):
+    """A LoRA (PEFT) adapter on `model`, from safetensors only (PEFT would fall back to a pickled .bin)."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise TetherError(f"{folder}: no LoRA adapter here (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise TetherError(f"{folder}: the adapter's weights are not in adapter_model.safetensors; tether loads "
+                          f"safetensors only (convert the .bin with safetensors.torch.save_file)")
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError, OSError) as e:
+        raise TetherError(f"{folder}: cannot load this adapter onto the model ({_first_line(e)})") from None
 
 
 def _quiet_transformers() -> None:
