@@ -158,6 +158,15 @@ def test_cli_writes_a_loadable_merged_model(tmp_path, run_dir, tiny_model_dir):
 
     refused = tether("--tuned", run_dir, "--alpha", 0.5, "--out", out, "-q")
     assert refused.returncode == 2 and "already exists; pass --force" in refused.stderr
+    replaced = tether("--tuned", run_dir, "--alpha", 0.25, "--out", out, "--force", "-q")
+    assert replaced.returncode == 0 and json.loads((out / "blend.json").read_text())["alpha"] == 0.25
+
+    thesis = tmp_path / "thesis"  # --force never replaces a folder tether did not write
+    (thesis / "chapter1.txt").parent.mkdir()
+    (thesis / "chapter1.txt").write_text("months of work")
+    refused = tether("--tuned", run_dir, "--alpha", 0.5, "--out", thesis, "--force", "-q")
+    assert refused.returncode == 2 and "replaces only a blended model tether wrote" in refused.stderr
+    assert (thesis / "chapter1.txt").read_text() == "months of work"
 
 
 def one_line_error(result, expected):

@@ -214,8 +214,13 @@ def blend_to_folder(tuned_path: str | Path, alpha: float, out: str | Path, *, ba
     check_alpha(alpha)
     tuned = find_tuned(tuned_path)
     name = base_name(tuned, base, config)
-    if Path(out).exists() and not force:
-        raise TetherError(f"{out}: already exists; pass --force to replace it")
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise TetherError(f"{out}: already exists; pass --force to replace it")
+        if not (out.is_dir() and not out.is_symlink() and (out / "blend.json").is_file()):
+            raise TetherError(f"{out}: --force replaces only a blended model tether wrote (a folder with blend.json); "
+                              f"choose another --out")
     blend = Blend(tuned, name)
     blend.set_alpha(alpha)
     return save_blend(blend, out)
