@@ -21,7 +21,7 @@ class MonitorLimits(BaseModel):
     names before 0.2 (`max_repetition`, `min_words`, ...) are still read.
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
     affirmation_rate: float = Field(0.1, ge=0, validation_alias=AliasChoices("affirmation_rate", "max_affirmation_rate"),
                                     description="most affirmation words (yes, sure, ...) per word")
     special_token_rate: float = Field(0.0, ge=0, validation_alias=AliasChoices("special_token_rate", "max_special_token_rate"),
@@ -35,7 +35,7 @@ class MonitorLimits(BaseModel):
 
 
 class SampleConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # --- what to sample, judged by what ------------------------------------------------
     policy_model: str = Field(EMBEDDED_LM, description="the model to sample from: hub id, local folder or embedded name")
@@ -88,7 +88,7 @@ class SampleConfig(BaseModel):
 
 
 class SftConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     policy_model: str | None = Field(None, description="the model to tune (default: the corpus's policy_model)")
     heldout_prompts: Path | None = Field(

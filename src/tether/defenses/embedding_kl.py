@@ -31,11 +31,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.infra.models import embed
-from tether.tune.rewards import plain_text
+from tether.infra.texts import plain_text
 
 
 class EmbeddingKLConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     coef: float = Field(0.0, ge=0, description="λ: the penalty's weight in the reward; 0 switches it off")
     distance: Literal["mmd", "cosine"] = Field(
         "mmd", description="mmd: RBF-kernel MMD to the base completions (charges collapse too); cosine: to their mean"

@@ -44,13 +44,12 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import TrainerCallback
 
 from tether.errors import TetherError
-from tether.infra import atomic, jsonl, ranks
+from tether.infra import atomic, jsonl
 from tether.infra.models import embed
 from tether.infra.rundir import RunDir
-from tether.tune.rewards import plain_text
+from tether.infra.texts import plain_text
 from tether.watch.detectors import DetectorConfig
 from tether.watch.metrics import text_values, trips
 
@@ -58,7 +57,7 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 class UtilityConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     weight: float = Field(0.0, ge=0, description="the utility's weight in the reward; 0 switches it off")
     terminals: list[str] = Field(default_factory=list, description="texts of what we want: the terminal values")
     mode: Literal["store", "terminal"] = Field(
@@ -193,7 +192,7 @@ class InstrumentalUtility:
     """A TRL reward function: each completion's utility under the value store.
 
     It also keeps the episodes it scored; `update(step)` learns instrumental values from
-    the best of them (the `ValueStoreCallback` calls it every `update_every` steps).
+    the best of them (`tether.watch.callbacks.ValueStoreCallback` calls it every `update_every` steps).
     """
 
     __name__ = "utility"
@@ -271,32 +270,6 @@ class InstrumentalUtility:
                 "values": len(self.store.entries) - len(terminals)}
 
 
-class ValueStoreCallback(TrainerCallback):
-    """Learns instrumental values every `update_every` steps; saves the store with the run.
-
-    The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
-    and source episodes; values.safetensors: the embeddings) and is copied into every TRL
-    checkpoint, so `--resume` continues with the store as it was at that step. A checkpoint
-    without its `values/` is incomplete (`RunDir.is_complete`): resume goes to the one before.
-    """
-
-    def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):
-        self.utility, self.run_dir = utility, run_dir
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.utility.config.update_every:
-            return
-        episodes = ranks.gather(self.utility.episodes)  # every process learns the same store
-        outcome = self.utility.update(state.global_step, episodes)
-        if self.run_dir is not None and ranks.is_main():
-            self.utility.store.save(self.run_dir.path / "values")
-            self.run_dir.event("values", step=state.global_step, **outcome)
-
-    def on_save(self, args, state, control, **kwargs):
-        if ranks.is_main():
-            self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")
-
-
 def nearest_texts(store: ValueStore, embed, texts: list[str], k: int = 3) -> list[list[tuple[float, str]]]:
     """For each stored value, the k texts closest to it (cosine, best first): what the value means in words."""
     if not texts:
@@ -309,7 +282,6 @@ def nearest_texts(store: ValueStore, embed, texts: list[str], k: int = 3) -> lis
 def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts."""
     from tether.infra.models import load_embedder
-    from tether.infra.rundir import RunDir
 
     run = RunDir(run_dir)
     if not (run.path / "values" / "values.json").exists():

@@ -119,3 +119,10 @@ def read_prompts(source: str | Path) -> list[str]:
 def output_rows(records: list[TextRecord], scored: list[dict]) -> list[dict]:
     """Each input line's own fields (`id`, `label`, ...; not its text) followed by its scores."""
     return [{**{k: v for k, v in r.meta.items() if k != "text"}, **row} for r, row in zip(records, scored)]
+
+
+def plain_text(item) -> str:
+    """TRL passes strings, or for chat datasets a list of {role, content} messages."""
+    if isinstance(item, str):
+        return item
+    return "".join(message["content"] for message in item)

@@ -40,7 +40,7 @@ def _yes_no(value):
 class Example(BaseModel):
     """A few-shot example shown to the judge before the text it scores."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str = Field(min_length=1, description="an example text")
     answer: Answer = Field(description="the right answer to the principle's question: yes or no")
 
@@ -50,7 +50,7 @@ class Example(BaseModel):
 class Principle(BaseModel):
     """One yes/no question about a text."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$", description="a short id used as a column name, e.g. cheerful")
     question: str = Field(min_length=1, description="the yes/no question, e.g. 'Is the text cheerful?'")
     negation: str | None = Field(
@@ -81,7 +81,7 @@ class Principle(BaseModel):
 class Constitution(BaseModel):
     """A set of principles and how to ask the judge about them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field("constitution", description="a name for reports; defaults to the file name without .yaml")
     description: str = Field("", description="what this constitution is for, in a sentence")
     preamble: str = Field("", description="text the judge reads first, before the few-shot examples")

@@ -18,7 +18,7 @@ from tether.watch.detectors import DetectorConfig
 
 
 class TuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # --- what to tune, against what -----------------------------------------------------
     policy_model: str = Field(EMBEDDED_LM, description="the model to tune: hub id, local folder or embedded name")

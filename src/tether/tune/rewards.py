@@ -16,14 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from tether.infra.texts import plain_text
 from tether.judge.evaluator import Evaluator, ScoreResult
-
-
-def plain_text(item) -> str:
-    """TRL passes strings, or for chat datasets a list of {role, content} messages."""
-    if isinstance(item, str):
-        return item
-    return "".join(message["content"] for message in item)
 
 
 class ConstitutionReward:

@@ -19,7 +19,7 @@ import torch
 from transformers import PrinterCallback
 
 from tether.defenses.embedding_kl import EmbeddingKL
-from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
+from tether.defenses.utility import InstrumentalUtility, ValueStore
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks
 from tether.infra.models import load_causal_lm, load_embedder, resolve_device
@@ -35,6 +35,7 @@ from tether.watch.callbacks import (
     MonitorCallback,
     RewardTerm,
     StepPrinter,
+    ValueStoreCallback,
 )
 from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
 from tether.watch.metrics import is_tether_metric

@@ -19,7 +19,7 @@ from tether.watch.metrics import Trip, trips
 
 
 class DetectorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     affirmation_rate: float = Field(0.05, description="trip when more than this share of words are affirmations (yes, sure, ...)")
     special_token_rate: float = Field(0.02, description="trip when special-token strings exceed this share of the text")
     repetition: float = Field(0.25, description="trip when this share of a completion's 3-grams are repeats (batch mean)")
