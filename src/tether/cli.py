@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from tether.cli_gold import agreement, gold_app
 from tether.errors import TetherError
 from tether.infra import atomic, progress
 from tether.infra.models import EMBEDDED_LM
@@ -302,6 +303,32 @@ def values(
         atomic.write_json(out, rows)
         stdout_print(f"wrote {out}")
 
+
+@app.command()
+def label(
+    sources: Annotated[list[str], typer.Argument(help="what to label: a run, blend sweep or corpus folder, or a JSONL of prompt + completion; PATH@step=21-30 (or @arm=base, @alpha=0.5) keeps a part")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the labels file (JSONL): each answer is appended as given; the same command resumes from it")],
+    spec: Annotated[Optional[Path], typer.Option(help="label spec YAML: the questions asked (see examples/labels_cheerful.yaml); optional in compare mode")] = None,
+    mode: Annotated[str, typer.Option(callback=lambda v: _one_of(v, ("label", "compare")), help="label: one sample at a time, yes/no/skip per question; compare: the first two sources' completions of one prompt, pick left/right/tie")] = "label",
+    who: Annotated[Optional[str], typer.Option(help="who is labeling: written with each answer, seeds their order (default: the OS user name)")] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 8766,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="at most N samples (compare: N pairs), the same N for every person")] = None,
+    seed: Annotated[int, typer.Option(help="seeds the subset, each person's order and the compare sides")] = 0,
+):
+    """Serve a page on 127.0.0.1 where a person labels samples blind to their source; answers are saved as given."""
+    from tether.infra.checks import check_out
+    from tether.labels.server import Session, person, serve
+    from tether.labels.spec import load_spec
+
+    check_out(out, (".jsonl",))
+    session = Session(sources, out, load_spec(spec) if spec is not None else None, mode, person(who), seed, limit)
+    serve(session, port=port, open_browser=open_browser)
+
+
+# A person's labels against the judges: `tether agreement`, `tether gold fit|score` (in cli_gold.py).
+app.command()(agreement)
+app.add_typer(gold_app, name="gold")
 
 def stdout_print(message) -> None:
     from tether.infra.display import stdout

@@ -176,10 +176,14 @@ def _owner(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The model class that holds the last field of `loc` (nested configs included)."""
     owner = model
     for part in loc[:-1]:
-        field = owner.model_fields.get(str(part)) if isinstance(part, str) else None
+        if isinstance(part, int):
+            continue  # an index into a list of configs: the owner is the list's item model
+        field = owner.model_fields.get(str(part))
         if field is None:
             return owner
         annotation = field.annotation
+        if typing.get_origin(annotation) is list and typing.get_args(annotation):
+            annotation = typing.get_args(annotation)[0]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             owner = annotation
         else:

@@ -1,0 +1,312 @@
+"""A gold judge fitted to a person's labels: logistic regression on text features.
+
+    tether gold fit labels.jsonl --label good --out golds/good          # cross-validated AUC printed
+    tether gold score golds/good samples.jsonl --out gold_scores.jsonl    # a `score` per row, log-odds
+
+    GoldJudge.load("golds/good").score(prompts, completions)           # numpy (n,), higher is better
+
+Why this model: a few hundred labels fit a linear model on good features without
+overfitting, its log-odds read like the constitution judge's, and it saves as plain
+numbers (JSON, no pickle). Features (`--features`):
+    minilm        all-MiniLM-L6-v2 embeddings of the completion and of the prompt, their
+                  elementwise product and cosine similarity: "on task" is a relation between
+                  prompt and completion, not a property of the completion alone.
+    hidden:MODEL  the same four parts built from a causal LM's mean-pooled last hidden state.
+The embedding-KL defense and the utility function also work in MiniLM space, so a MiniLM
+gold shares their blind spots: text that games MiniLM games all three. `hidden:` gives a
+gold in another space. C is chosen by an inner cross-validation; the reported AUC is
+cross-validated with folds grouped by prompt (a prompt's items never sit in both the train
+and the test side, or the gold would be graded on prompts it has seen).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tether.errors import TetherError
+from tether.labels.agreement import RESAMPLES, auc, auc_ci, read_labels
+
+FORMAT = "tether-gold/1"
+CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # a log grid: the inner CV picks the regularization
+INNER_FOLDS = 3  # inside each outer fold's train side: few labels, so few folds
+MAX_HIDDEN_TOKENS = 512  # a text's first tokens for `hidden:` features; the pooled mean settles long before
+FILES = ("gold.json", "README.md")
+
+
+# --- features -------------------------------------------------------------------------
+
+
+def check_features(kind: str) -> str:
+    if kind == "minilm" or (kind.startswith("hidden:") and kind[len("hidden:"):]):
+        return kind
+    raise TetherError(f"--features {kind!r}: write minilm or hidden:MODEL (a causal LM: hub id, folder or embedded:gemma-3-270m)")
+
+
+def features(kind: str, prompts: Sequence[str], completions: Sequence[str], device: str = "auto") -> np.ndarray:
+    """(n, 3·dim + 1): completion, prompt, their elementwise product, cosine similarity (unit vectors)."""
+    unique = list(dict.fromkeys([*prompts, *completions]))  # a prompt shared by many items is encoded once
+    vectors = dict(zip(unique, _encode(check_features(kind), unique, device)))
+    c = np.stack([vectors[t] for t in completions])
+    p = np.stack([vectors[t] for t in prompts])
+    return np.hstack([c, p, c * p, (c * p).sum(axis=1, keepdims=True)]).astype(np.float64)
+
+
+def _encode(kind: str, texts: list[str], device: str) -> np.ndarray:
+    if kind == "minilm":
+        from tether.infra.models import embed
+
+        return np.asarray(embed(_embedder(device), texts))
+    return _hidden(kind[len("hidden:"):], texts, device)
+
+
+@functools.cache
+def _embedder(device: str):
+    from tether.infra.models import _quiet_transformers, load_embedder
+
+    _quiet_transformers()  # its weight-loading bar would print even under --quiet
+    return load_embedder(device=device)
+
+
+@functools.cache
+def _causal_lm(name: str, device: str):
+    from tether.infra.models import load_causal_lm
+
+    return load_causal_lm(name, device=device)
+
+
+def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16) -> np.ndarray:
+    """Mean-pooled last hidden state of each text (unit length), tokenized as untrusted text."""
+    import torch
+
+    from tether.judge.tokens import SafeTokenizer
+
+    model, tokenizer = _causal_lm(model_name, device)
+    safe = SafeTokenizer(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    out = []
+    for s in range(0, len(texts), batch_size):
+        ids = [(start + safe.encode_untrusted(t))[:MAX_HIDDEN_TOKENS] or [pad] for t in texts[s: s + batch_size]]
+        width = max(map(len, ids))
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=model.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=model.device)
+        with torch.inference_mode():
+            hidden = model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()  # (B, T, d)
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+# --- fitting --------------------------------------------------------------------------
+
+
+def _fit(X: np.ndarray, y: np.ndarray, C: float):
+    """Standardize, then an L2 logistic regression; returns (scaler, model)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    # liblinear's dual solver: with fewer labels than features (the usual case) it is ~10x faster than lbfgs
+    model = LogisticRegression(C=C, solver="liblinear", dual=len(y) < X.shape[1], max_iter=5000, random_state=0)
+    return scaler, model.fit(scaler.transform(X), y)
+
+
+def _splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
+
+
+def choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> float:
+    """The C of `CS` with the best mean AUC over grouped inner folds (ties: the stronger regularization)."""
+    if min(y.sum(), (~y).sum(), len(set(groups))) < INNER_FOLDS:
+        return 1.0  # too few to split again: sklearn's default
+    splits = [(a, b) for a, b in _splits(y, groups, INNER_FOLDS, seed) if 0 < y[b].sum() < len(b) and 0 < y[a].sum() < len(a)]
+    if not splits:
+        return 1.0
+    means = []
+    for C in CS:
+        aucs = []
+        for train, test in splits:
+            scaler, model = _fit(X[train], y[train], C)
+            aucs.append(auc(model.decision_function(scaler.transform(X[test])), y[test]))
+        means.append(np.mean(aucs))
+    return CS[int(np.argmax(means))]  # argmax takes the first best: the smallest C
+
+
+def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: int = 5, seed: int = 0,
+             who: str | None = None, device: str = "auto") -> dict:
+    """Fit on every item, after a grouped cross-validation; returns the gold's metadata (gold.json)."""
+    check_features(kind)
+    if folds < 2:
+        raise TetherError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    labels = read_labels(labels_path, who)
+    sources, y = labels.question(label)
+    prompts = [s.get("prompt") or "" for s in sources]
+    groups = np.array(prompts)
+    n_yes, n_no, n_prompts = int(y.sum()), int((~y).sum()), len(set(prompts))
+    if not n_yes or not n_no:
+        raise TetherError(f"{labels.path}: {label!r} has {n_yes} yes and {n_no} no answers; a judge needs both")
+    if min(n_yes, n_no, n_prompts) < folds:
+        raise TetherError(f"{labels.path}: {label!r} has {n_yes} yes, {n_no} no answers on {n_prompts} prompts; "
+                          f"--folds {folds} needs at least {folds} of each (label more, or lower --folds)")
+    X = features(kind, prompts, [s["completion"] for s in sources], device)
+    oof, fold_aucs, chosen = np.zeros(len(y)), [], []
+    for k, (train, test) in enumerate(_splits(y, groups, folds, seed)):
+        C = choose_c(X[train], y[train], groups[train], seed + k + 1)
+        scaler, model = _fit(X[train], y[train], C)
+        oof[test] = model.decision_function(scaler.transform(X[test]))
+        fold_aucs.append(auc(oof[test], y[test]))
+        chosen.append(C)
+    C = choose_c(X, y, groups, seed)
+    scaler, model = _fit(X, y, C)
+    cv_auc = auc(oof, y)
+    return {
+        "format": FORMAT, "label": label, "features": kind,
+        "feature_parts": ["completion", "prompt", "completion*prompt", "cosine(completion, prompt)"],
+        "model": "logistic regression (L2, liblinear) on standardized features", "C": C, "Cs": list(CS),
+        "coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0]),
+        "scaler": {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()},
+        "n": len(y), "yes": n_yes, "no": n_no, "prompts": n_prompts,
+        "cv": {"auc": cv_auc, "ci": list(auc_ci(oof, y, RESAMPLES, seed)), "folds": folds, "grouped_by": "prompt",
+               "fold_auc": [None if np.isnan(a) else a for a in fold_aucs], "fold_C": chosen, "inner_folds": INNER_FOLDS,
+               "seed": seed, "resamples": RESAMPLES},
+        "labels": {"path": str(labels_path), "sha256": labels.sha256, "who": who},
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def save_gold(meta: dict, out: str | Path, force: bool = False) -> Path:
+    """Write gold.json and README.md into `out`, atomically; an existing folder only with force, and only a gold's."""
+    from tether.infra import atomic
+
+    out = Path(out)
+    check_out_dir(out, force)
+    with atomic.folder(out) as building:
+        atomic.write_json(building / "gold.json", meta)
+        atomic.write_text(building / "README.md", readme(meta))
+    return out
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """A gold folder never replaces anything but a gold folder, and that only with --force."""
+    if out.exists() and not out.is_dir():
+        raise TetherError(f"{out}: is a file; --out takes a folder for the gold judge")
+    if out.is_dir() and any(out.iterdir()):
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in FILES)
+        if foreign:
+            raise TetherError(f"{out}: holds files tether did not write ({', '.join(foreign[:5])}); choose another --out")
+        if not force:
+            raise TetherError(f"{out}: already holds a gold judge; pass --force to replace it")
+
+
+def readme(meta: dict) -> str:
+    cv = meta["cv"]
+    space = ("all-MiniLM-L6-v2: the same space as the embedding-KL defense and the utility function, so this gold "
+             "shares their blind spots (text that games MiniLM games all three); fit one with "
+             "`--features hidden:MODEL` for a judge in another space"
+             if meta["features"] == "minilm" else f"the mean-pooled last hidden state of `{meta['features'][7:]}`")
+    return f"""# Gold judge for "{meta['label']}"
+
+Fitted by `tether gold fit` on {meta['labels']['path']} (sha256 `{meta['labels']['sha256'][:16]}…`) at {meta['time']}.
+
+- **Labels**: {meta['n']} items ({meta['yes']} yes, {meta['no']} no) on {meta['prompts']} prompts.
+- **Features**: {space}. Per item: the completion's vector, the prompt's, their elementwise
+  product and their cosine similarity ({len(meta['coef'])} numbers).
+- **Model**: {meta['model']}, C = {meta['C']:g} chosen by {meta['cv']['inner_folds']}-fold grouped inner
+  cross-validation from {', '.join(f'{c:g}' for c in meta['Cs'])}.
+- **Cross-validated AUC**: {cv['auc']:.3f} (95% bootstrap CI {cv['ci'][0]:.3f}-{cv['ci'][1]:.3f}), {cv['folds']} folds
+  stratified and grouped by prompt: a prompt's items are never on both the train and the test side.
+- **Score**: log-odds of "yes", higher is better. `tether gold score DIR TEXTS --out FILE`, or
+  `GoldJudge.load(DIR).score(prompts, completions)`.
+
+`gold.json` holds everything needed to score (coefficients, intercept, scaler means and
+scales) as plain numbers; nothing is pickled.
+"""
+
+
+# --- scoring --------------------------------------------------------------------------
+
+
+@dataclass
+class GoldScores:
+    """Shaped like the evaluator's `ScoreResult` where a gold judge is read: `.total()`, `.scores()`, `.names`."""
+
+    values: np.ndarray
+    names: list[str]
+
+    def total(self) -> np.ndarray:
+        return self.values
+
+    def scores(self) -> np.ndarray:
+        return self.values[:, None]
+
+
+@dataclass
+class GoldJudge:
+    meta: dict
+    path: Path
+    device: str = "auto"
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> GoldJudge:
+        path = Path(folder)
+        file = path / "gold.json"
+        if not file.is_file():
+            raise TetherError(f"{path}: not a gold judge folder (no gold.json); fit one with `tether gold fit`")
+        try:
+            meta = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TetherError(f"{file}: cannot read ({e})") from None
+        missing = [k for k in ("format", "features", "label", "coef", "intercept", "scaler") if k not in meta]
+        if missing or meta["format"] != FORMAT:
+            raise TetherError(f"{file}: not a {FORMAT} file (missing {', '.join(missing) or 'the format tag'})")
+        return cls(meta, path, device)
+
+    @property
+    def name(self) -> str:
+        return f"gold:{self.meta['label']}"
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """(n,) log-odds that the person would answer yes: higher is better."""
+        if len(prompts) != len(completions):
+            raise TetherError(f"{len(prompts)} prompts for {len(completions)} completions")
+        if not completions:
+            return np.zeros(0)
+        X = features(self.meta["features"], list(prompts), list(completions), self.device)
+        scaler = self.meta["scaler"]
+        z = (X - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
+        return z @ np.asarray(self.meta["coef"]) + float(self.meta["intercept"])
+
+    def score_texts(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> GoldScores:
+        """Score like an evaluator is read (`.total()`); without prompts the prompt parts see empty text."""
+        prompts = list(prompts) if prompts is not None else [""] * len(completions)
+        return GoldScores(self.score(prompts, completions), [self.meta["label"]])
+
+
+def score_file(folder: str | Path, texts: str | Path, out: str | Path, device: str = "auto") -> int:
+    """`tether gold score`: each row of TEXTS (.jsonl, prompt + completion) with a `score`; returns rows written."""
+    from tether.infra import atomic
+    from tether.infra.checks import check_out
+    from tether.infra.texts import output_rows, read_texts
+
+    gold = GoldJudge.load(folder, device)
+    if Path(texts).suffix.lower() != ".jsonl":
+        raise TetherError(f"{texts}: a gold judge reads .jsonl rows with `prompt` and `completion`")
+    records = read_texts(texts)
+    for r in records:
+        if not isinstance(r.meta.get("completion"), str):
+            raise TetherError(f"{texts}: line {r.meta['line']}: no `completion` field; the gold judge needs prompt + completion")
+    check_out(out, (".jsonl", ".csv"), inputs=[texts])
+    values = gold.score([r.meta.get("prompt") or "" for r in records], [r.meta["completion"] for r in records])
+    rows = output_rows(records, [{"score": round(float(v), 4)} for v in values])
+    atomic.write_records(out, rows)
+    return len(rows)
+

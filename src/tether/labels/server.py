@@ -1,0 +1,192 @@
+"""`tether label`: a local page where a person labels the policy's samples, blind to where they came from.
+
+    tether label runs/cheerful --spec examples/labels_cheerful.yaml --out labels.jsonl --who ana
+    tether label runs/a runs/b --mode compare --spec examples/labels_cheerful.yaml --out labels.jsonl
+
+Same guarantees as the corpus audit page (corpus/review.py): bound to 127.0.0.1, requests
+answered only when addressed to that host (no DNS rebinding), POST bodies only as JSON with a
+checked Content-Length (no cross-site form posts, no unbounded reads), every answer appended
+and fsynced to the labels file before the reply, all sample text put on the page through
+`textContent`. The page receives only ids and texts; sources (run, step, arm, scores) stay here
+and go into the labels file. The order is random, seeded per person, and stable across reloads,
+so a reload resumes where the person stopped.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import threading
+import webbrowser
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+
+from tether.corpus.review import MAX_BODY, READ_TIMEOUT, body_length
+from tether.errors import TetherError
+from tether.infra import progress
+from tether.labels.items import Item, Pair, compare_pairs, label_order, read_items
+from tether.labels.spec import DEFAULT_COMPARE, LabelSpec
+from tether.labels.store import LabelsFile
+
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+
+
+def person(who: str | None) -> str:
+    """The name written with each answer: --who, or the OS user name."""
+    if who is None:
+        try:
+            who = getpass.getuser()
+        except (OSError, KeyError):
+            raise TetherError("no OS user name to write with the answers: give --who NAME") from None
+    if not who.strip() or who != " ".join(who.split()):
+        raise TetherError(f"--who {who!r}: write a name on one line, without leading or trailing spaces")
+    return who
+
+
+class Session:
+    """One person's labeling session: the items or pairs in their order, and the labels file."""
+
+    def __init__(self, sources: list[str | Path], out: str | Path, spec: LabelSpec | None, mode: str = "label",
+                 who: str = "", seed: int = 0, limit: int | None = None):
+        if mode not in ("label", "compare"):
+            raise TetherError(f"--mode {mode!r}: write label or compare")
+        if mode == "label" and spec is None:
+            raise TetherError("label mode asks the spec's questions: give --spec SPEC.yaml")
+        if mode == "compare" and len(sources) < 2:
+            raise TetherError("compare mode needs two sources, e.g. RUN_A RUN_B, or RUN@step=1-5 RUN@step=26-30")
+        self.mode, self.who, self.spec = mode, who, spec
+        self.labels = LabelsFile(out)
+        self.labels.records()  # a damaged labels file is reported now, not on the first answer
+        read = [read_items(s) for s in (sources if mode == "label" else sources[:2])]
+        if str(self.labels.path.absolute()) in {i.source["file"] for items in read for i in items}:
+            raise TetherError(f"{out}: --out is a SOURCE file; write the labels to another file")
+        if mode == "label":
+            self.items: list[Item] = label_order([i for items in read for i in items], who, seed, limit)
+            self.by_id = {i.id: i for i in self.items}
+        else:
+            self.pairs: list[Pair] = compare_pairs(read[0], read[1], who, seed, limit)
+            self.by_pair = {p.id: p for p in self.pairs}
+
+    def state(self) -> dict:
+        if self.mode == "label":
+            answers = self.labels.answers_of(self.who)
+            return {"mode": "label", "who": self.who, "questions": [q.model_dump() for q in self.spec.questions],
+                    "items": [{**i.shown(), "answers": answers.get(i.id, {})} for i in self.items]}
+        done = self.labels.compared(self.who)
+        return {"mode": "compare", "who": self.who, "compare": self.spec.compare if self.spec else DEFAULT_COMPARE,
+                "pairs": [{"id": p.id, "prompt": p.prompt, "left": {"id": p.left.id, "completion": p.left.completion},
+                           "right": {"id": p.right.id, "completion": p.right.completion},
+                           "choice": done.get(frozenset((p.left.id, p.right.id)))} for p in self.pairs]}
+
+    def answer(self, body: dict) -> dict:
+        """Append one answer from the page; the reply names what was saved, never the source."""
+        if self.mode == "label":
+            item, question, answer = (str(body.get(k, "")) for k in ("item", "question", "answer"))
+            if item not in self.by_id:
+                raise TetherError(f"item {item!r}: not one of this session's samples")
+            if question not in self.spec.names():
+                raise TetherError(f"question {question!r}: not in the spec; questions: {', '.join(self.spec.names())}")
+            record = self.labels.add_label(self.by_id[item], question, answer, self.who)
+            left = len(self.labels.unanswered(self.items, self.spec.names(), self.who))
+            progress.console.print(f"{answer}: {question} on {item}")
+            return {"saved": {k: record[k] for k in ("item", "question", "answer", "time")},
+                    "done": len(self.items) - left, "total": len(self.items)}
+        pair, choice = str(body.get("pair", "")), str(body.get("choice", ""))
+        if pair not in self.by_pair:
+            raise TetherError(f"pair {pair!r}: not one of this session's pairs")
+        p = self.by_pair[pair]
+        record = self.labels.add_compare(p.prompt, p.left, p.right, choice, self.who)
+        done = self.labels.compared(self.who)
+        progress.console.print(f"{choice}: pair {pair}")
+        return {"saved": {"pair": pair, "choice": choice, "time": record["time"]},
+                "done": sum(frozenset((q.left.id, q.right.id)) in done for q in self.pairs), "total": len(self.pairs)}
+
+
+def make_server(session: Session, port: int = 0) -> ThreadingHTTPServer:
+    """A server for one session on 127.0.0.1 (port 0: any free one); call serve_forever()."""
+    page = resources.files("tether.labels").joinpath("page.html").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT  # a client that stalls mid-request is dropped, never waited on forever
+
+        def log_message(self, format, *args):  # quiet: the terminal shows answers, not every request
+            pass
+
+        def do_GET(self):
+            if not self._host_ok():
+                return
+            if self.path in ("/", "/index.html"):
+                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+            elif self.path == "/api/state":
+                try:
+                    self._json(HTTPStatus.OK, session.state())
+                except TetherError as e:  # a labels file damaged meanwhile: the page shows the one line
+                    self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(e)})
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+        def do_POST(self):
+            if not self._host_ok():
+                return
+            if self.path != "/api/answer":
+                return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            if not self.headers.get("Content-Type", "").startswith("application/json"):
+                return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
+            length = body_length(self.headers.get("Content-Length"))
+            if length is None:
+                self.close_connection = True  # the body's end is unknown: never read it
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length: write the body's size in bytes"})
+            if length > MAX_BODY:
+                self.close_connection = True
+                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
+            try:
+                body = json.loads(self.rfile.read(length))
+                if not isinstance(body, dict):
+                    raise ValueError
+                reply = session.answer(body)
+            except (ValueError, UnicodeDecodeError):
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": "malformed JSON: send an object"})
+            except TetherError as e:
+                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+            self._json(HTTPStatus.OK, reply)
+
+        def _host_ok(self) -> bool:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost"):
+                self._json(HTTPStatus.FORBIDDEN, {"error": "open the page at http://127.0.0.1"})
+                return False
+            return True
+
+        def _json(self, status, obj):
+            self._send(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8")
+
+        def _send(self, status, body: bytes, content_type: str):
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", CSP)
+            self.end_headers()
+            self.wfile.write(body)
+
+    try:
+        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as e:
+        raise TetherError(f"port {port}: cannot listen on 127.0.0.1 ({e.strerror}); choose another with --port") from None
+
+
+def serve(session: Session, port: int = 8766, open_browser: bool = False) -> None:
+    server = make_server(session, port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    count = f"{len(session.items)} samples" if session.mode == "label" else f"{len(session.pairs)} pairs"
+    progress.console.print(f"labeling ({session.mode}, {count}) as {session.who} at {url} into {session.labels.path} "
+                           f"(Ctrl-C to stop; every answer is already saved)")
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
