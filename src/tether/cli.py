@@ -154,10 +154,11 @@ def tune(
         check_config_file(config, set_)
     from tether.infra.config import load_config
     from tether.infra.display import tune_line
-    from tether.tune.config import TuneConfig
-    from tether.tune.run import resume_config, run_tune
+    from tether.tune.config import TuneConfig, resume_config
 
-    settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)
+    settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)  # validated before torch loads
+    from tether.tune.run import run_tune
+
     run = run_tune(settings, resume=resume is not None, force=force)
     stdout_print(tune_line(run.path))
 

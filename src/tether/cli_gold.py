@@ -34,7 +34,12 @@ def agreement(
     quiet: QuietOpt = False,
 ):
     """Check judges against a person's labels on the policy's own samples: AUC per question, pairwise agreement, a verdict."""
-    from tether.labels.agreement import agreement_report, parse_judge, read_labels, report_table
+    from tether.labels.agreement import (
+        agreement_report,
+        parse_judge,
+        read_labels,
+        report_table,
+    )
 
     progress.set_enabled(not quiet)
     data = read_labels(labels, who)

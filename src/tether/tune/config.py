@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
+from tether.infra.rundir import RunDir
 from tether.watch.detectors import DetectorConfig
 
 
@@ -105,3 +106,9 @@ class TuneConfig(BaseModel):
         if not (self.constitution_weight or self.utility.weight):
             raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
         return self
+
+
+def resume_config(run_dir: str | Path) -> TuneConfig:
+    """The config a run was started with, for `--resume`: always continuing `run_dir` itself, whatever
+    output_dir its config.yaml names (a copied run must not finish the original)."""
+    return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())

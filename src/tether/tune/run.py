@@ -13,7 +13,6 @@ tether supplies the reward (the constitution), the monitors and the bookkeeping.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import torch
 from transformers import PrinterCallback
@@ -244,9 +243,3 @@ def _vllm_args(config: TuneConfig) -> dict:
     except ImportError:
         raise TetherError("vllm: vLLM is not installed; pip install vllm (on a GPU machine), or set vllm: off") from None
     return {"use_vllm": True, "vllm_mode": config.vllm, "vllm_gpu_memory_utilization": config.vllm_gpu_memory}
-
-
-def resume_config(run_dir: str | Path) -> TuneConfig:
-    """The config a run was started with, for `--resume`: always continuing `run_dir` itself, whatever
-    output_dir its config.yaml names (a copied run must not finish the original)."""
-    return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())
