@@ -29,7 +29,7 @@ from tether.corpus.config import SampleConfig, SftConfig
 from tether.corpus.sample import run_sample, tree_search
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
-from tether.infra import jsonl
+from tether.infra import jsonl, localpage
 from tether.infra.generate import Generator, load_policy
 from tether.judge.constitution import load_constitution
 
@@ -215,12 +215,12 @@ def post_head(length: str) -> str:
 
 
 def test_review_server_answers_a_bad_content_length_and_never_blocks(small_corpus, monkeypatch):
-    monkeypatch.setattr(review, "READ_TIMEOUT", 1.0, raising=False)
+    monkeypatch.setattr(localpage, "READ_TIMEOUT", 1.0)
     server = review.make_server(small_corpus.path, 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:
-        for length, status in [("-1", 400), ("abc", 400), ("1e3", 400), ("", 400), (str(review.MAX_BODY + 1), 413)]:
+        for length, status in [("-1", 400), ("abc", 400), ("1e3", 400), ("", 400), (str(localpage.MAX_BODY + 1), 413)]:
             got, body = raw_request(port, post_head(length))
             assert got == status, (length, got, body)
             assert "\n" not in body.decode() and "error" in json.loads(body), body

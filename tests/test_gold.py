@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+from test_cli import one_line_error
 
 from tether.cli import main
 from tether.errors import TetherError
@@ -225,15 +226,6 @@ def test_gold_hidden_features_on_a_tiny_model(tmp_path, tiny_model_dir):
 
 
 # --- bad input: one line, exit 2 ------------------------------------------------------
-
-
-def one_line_error(capsys, argv, expected):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert expected in err, err
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

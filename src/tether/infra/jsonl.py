@@ -33,18 +33,12 @@ def line(record: dict) -> str:
 
 def read(path: str | Path, *, missing_ok: bool = True) -> list[dict]:
     """Every complete record of a JSONL file; a torn last line is skipped, any other bad line is an error."""
+    from tether.infra.texts import read_bytes
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if missing_ok:
-            return []
-        raise TetherError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise TetherError(f"{path}: is a folder, expected a JSONL file") from None
-    except OSError as e:
-        raise TetherError(f"{path}: cannot read ({e.strerror})") from None
-    return parse(data, str(path))
+    if missing_ok and not path.exists() and not path.is_symlink():
+        return []
+    return parse(read_bytes(path, "a JSONL file"), str(path))
 
 
 def parse(data: bytes, where: str) -> list[dict]:

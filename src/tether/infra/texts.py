@@ -22,18 +22,22 @@ class TextRecord:
     meta: dict = field(default_factory=dict)
 
 
-def read_utf8(path: str | Path) -> str:
-    """A file's content as text, or a one-line error naming the path and the problem."""
+def read_bytes(path: str | Path, what: str = "a file") -> bytes:
+    """A file's bytes, or a one-line error naming the path and the problem."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise TetherError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise TetherError(f"{path}: is a folder, expected a file") from None
+        raise TetherError(f"{path}: is a folder, expected {what}") from None
     except OSError as e:
         raise TetherError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_utf8(data, str(path))
+
+
+def read_utf8(path: str | Path) -> str:
+    """A file's content as text, or a one-line error naming the path and the problem."""
+    return decode_utf8(read_bytes(path), str(path))
 
 
 def decode_utf8(data: bytes, where: str) -> str:

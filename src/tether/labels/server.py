@@ -15,22 +15,15 @@ so a reload resumes where the person stopped.
 from __future__ import annotations
 
 import getpass
-import json
-import threading
-import webbrowser
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
-from tether.corpus.review import MAX_BODY, READ_TIMEOUT, body_length
 from tether.errors import TetherError
-from tether.infra import progress
+from tether.infra import localpage, progress
 from tether.labels.items import Item, Pair, compare_pairs, label_order, read_items
 from tether.labels.spec import DEFAULT_COMPARE, LabelSpec
 from tether.labels.store import LabelsFile
-
-CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
 
 
 def person(who: str | None) -> str:
@@ -107,86 +100,11 @@ class Session:
 def make_server(session: Session, port: int = 0) -> ThreadingHTTPServer:
     """A server for one session on 127.0.0.1 (port 0: any free one); call serve_forever()."""
     page = resources.files("tether.labels").joinpath("page.html").read_bytes()
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = READ_TIMEOUT  # a client that stalls mid-request is dropped, never waited on forever
-
-        def log_message(self, format, *args):  # quiet: the terminal shows answers, not every request
-            pass
-
-        def do_GET(self):
-            if not self._host_ok():
-                return
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-            elif self.path == "/api/state":
-                try:
-                    self._json(HTTPStatus.OK, session.state())
-                except TetherError as e:  # a labels file damaged meanwhile: the page shows the one line
-                    self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(e)})
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-        def do_POST(self):
-            if not self._host_ok():
-                return
-            if self.path != "/api/answer":
-                return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            if not self.headers.get("Content-Type", "").startswith("application/json"):
-                return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
-            length = body_length(self.headers.get("Content-Length"))
-            if length is None:
-                self.close_connection = True  # the body's end is unknown: never read it
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length: write the body's size in bytes"})
-            if length > MAX_BODY:
-                self.close_connection = True
-                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
-            try:
-                body = json.loads(self.rfile.read(length))
-                if not isinstance(body, dict):
-                    raise ValueError
-                reply = session.answer(body)
-            except (ValueError, UnicodeDecodeError):
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": "malformed JSON: send an object"})
-            except TetherError as e:
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-            self._json(HTTPStatus.OK, reply)
-
-        def _host_ok(self) -> bool:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
-            if host not in ("127.0.0.1", "localhost"):
-                self._json(HTTPStatus.FORBIDDEN, {"error": "open the page at http://127.0.0.1"})
-                return False
-            return True
-
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8")
-
-        def _send(self, status, body: bytes, content_type: str):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Security-Policy", CSP)
-            self.end_headers()
-            self.wfile.write(body)
-
-    try:
-        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    except OSError as e:
-        raise TetherError(f"port {port}: cannot listen on 127.0.0.1 ({e.strerror}); choose another with --port") from None
+    return localpage.make_server(page, {"/api/state": session.state}, {"/api/answer": session.answer}, port,
+                                 malformed="malformed JSON: send an object")
 
 
 def serve(session: Session, port: int = 8766, open_browser: bool = False) -> None:
-    server = make_server(session, port)
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
     count = f"{len(session.items)} samples" if session.mode == "label" else f"{len(session.pairs)} pairs"
-    progress.console.print(f"labeling ({session.mode}, {count}) as {session.who} at {url} into {session.labels.path} "
-                           f"(Ctrl-C to stop; every answer is already saved)")
-    if open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    localpage.serve(make_server(session, port),
+                    f"labeling ({session.mode}, {count}) as {session.who} into {session.labels.path}", open_browser)
