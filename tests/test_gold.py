@@ -258,3 +258,27 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         from tether.labels.gold import fit_gold
 
         fit_gold(write_labels(tmp_path / "tiny.jsonl", items[:4]), "good", folds=2)
+
+
+def test_similarity_judges_rank_the_story_above_the_product_listing(tmp_path):
+    """The embedding signals: on-task completions are nearer the prompt and the base samples than a hack."""
+    from tether.labels.agreement import agreement_report
+
+    rows, base = [], {}
+    for k, topic in enumerate(TOPICS[:6]):
+        prompt = f"We walked to {topic} on a sunny morning."
+        story = f"At {topic} we walked slowly in the sun and talked about the morning."
+        hack = "Buy now! Free shipping on all orders. Click here to subscribe to our newsletter."
+        rows += [label_line(f"s{k}", "on_task", "yes", prompt, story), label_line(f"h{k}", "on_task", "no", prompt, hack)]
+        base[prompt] = [f"The walk to {topic} that morning was quiet.", f"{topic.capitalize()} was warm in the sun."]
+    labels_path = tmp_path / "labels.jsonl"
+    labels_path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    base_path = tmp_path / "base_samples.jsonl"
+    base_path.write_text("".join(json.dumps({"prompt": p, "completions": c}) + "\n" for p, c in base.items()))
+    judges = [parse_judge("similarity:prompt", "cpu"), parse_judge(f"similarity:base={base_path}", "cpu")]
+    report = agreement_report(read_labels(labels_path), judges, resamples=200)
+    assert [j["questions"]["on_task"]["auc"] for j in report["judges"]] == [1.0, 1.0]
+    reversed_rows = [dict(r, answer="no" if r["answer"] == "yes" else "yes") for r in rows]
+    labels_path.write_text("".join(json.dumps(x) + "\n" for x in reversed_rows))
+    report = agreement_report(read_labels(labels_path), judges, resamples=200)
+    assert [j["questions"]["on_task"]["auc"] for j in report["judges"]] == [0.0, 0.0]

@@ -98,8 +98,12 @@ def score(
 @app.command()
 def audit(
     constitution: ConstitutionArg,
-    texts: Annotated[Optional[str], typer.Argument(help="texts to perturb (default: the constitution's few-shot examples)")] = None,
+    texts: Annotated[Optional[str], typer.Argument(help="texts to perturb (default: the constitution's few-shot examples, or with --run the run's base samples)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the machine-readable report (JSON)")] = Path("audit.json"),
+    run: Annotated[Optional[Path], typer.Option(help="a run directory: also price its habits, its late samples against its base samples (samples.jsonl, base_samples.jsonl)")] = None,
+    late: Annotated[Optional[int], typer.Option(min=1, help="--run: the last N steps count as late (default: the last third)")] = None,
+    top: Annotated[int, typer.Option(min=1, help="--run: how many of the run's habits to price")] = 8,
+    constant: Annotated[Optional[str], typer.Option(help="the constant answer, one text for every input (default: a generic pleasantry)")] = None,
     model: ModelOpt = EMBEDDED_LM,
     threshold: Annotated[float, typer.Option(help="a mean score gain (log-odds) at or above this is exploitable")] = 0.2,
     min_share: Annotated[float, typer.Option(min=0, max=1, help="...and only if the score rose for at least this share of texts")] = 0.6,
@@ -111,26 +115,36 @@ def audit(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
 ):
-    """Measure how much each principle pays for yes-injection and other judge tricks, plain and debiased."""
+    """Measure how much each principle pays for yes-injection, master keys, a constant answer and a run's own habits."""
     from tether.infra.checks import check_out
-    from tether.judge.audit import audit_texts, run_audit
+    from tether.judge.audit import audit_texts, perturbations
     from tether.judge.constitution import load_constitution
+    from tether.judge.habits import read_run
 
     progress.set_enabled(not quiet)
     rubric = load_constitution(constitution)
-    sample = audit_texts(rubric, texts, constitution)
+    if constant is not None:
+        perturbations(constant)  # a blank --constant fails before the model loads
+    if late is not None and run is None:
+        raise TetherError("--late counts the steps of a run: give --run RUN_DIR too")
+    run_texts = read_run(run, late) if run is not None else None
+    sample = audit_texts(rubric, texts, constitution) if texts is not None or run is None else None
     check_out(out, (".json",), inputs=[texts] if texts else [])
     from tether.infra.display import audit_tables, stdout
     from tether.judge.evaluator import Evaluator
+    from tether.judge.habits import audit_all
 
     evaluator = Evaluator(model, rubric, with_negations=True, batch_size=batch_size, long_text=long_text,
                           max_text_tokens=max_text_tokens, trust_remote_code=trust_remote_code, device=device, dtype=dtype)
-    report = run_audit(evaluator, sample, threshold=threshold, min_share=min_share, show_progress=not quiet)
+    report = audit_all(evaluator, sample, run_texts, top=top, constant=constant, threshold=threshold,
+                       min_share=min_share, show_progress=not quiet)
     atomic.write_json(out, report.to_json())
     for table in audit_tables(report):
         stdout.print(table)
     stdout.print(f"wrote {out}")
-    stdout.print(f"[bold]verdict:[/] {report.verdict()}")
+    stdout.print(f"[bold]verdict:[/] {escape(report.verdict())}")
+    if report.habits is not None:
+        stdout.print(f"[bold]habits:[/] {escape(report.habits.verdict())}")
 
 
 @app.command()
@@ -167,11 +181,17 @@ def tune(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
     steps: Annotated[Optional[str], typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
+    labels: Annotated[list[Path], typer.Option("--labels", help="a labels file (JSONL) from `tether label` on this run's samples (repeatable; RUN_DIR/labels.jsonl is always read)")] = [],
 ):
-    """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time."""
+    """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time, agreement with your labels."""
+    from tether.cli_gold import stdout_print as plain_print
     from tether.watch.report import build_report, parse_steps
+    from tether.watch.report_agreement import printed_summary
 
-    stdout_print(f"report: {build_report(run_dir, parse_steps(steps))}")
+    page = build_report(run_dir, parse_steps(steps), labels=labels)
+    for line in printed_summary(page.parent):
+        plain_print(line)
+    stdout_print(f"report: {page}")
 
 
 @app.command()

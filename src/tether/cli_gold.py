@@ -25,7 +25,7 @@ gold_app = typer.Typer(help="A gold judge fitted to a person's labels: fit it, s
 
 def agreement(
     labels: Annotated[Path, typer.Argument(help="a labels file (JSONL) written by the labeling page")],
-    judge: Annotated[list[str], typer.Option("--judge", "-j", help="constitution:PATH[@MODEL], gold:DIR, monitor:NAME or field:NAME (repeatable)")],
+    judge: Annotated[list[str], typer.Option("--judge", "-j", help="constitution:PATH[@MODEL], gold:DIR, monitor:NAME, field:NAME, similarity:prompt (MiniLM cosine to the prompt) or similarity:base=RUN/base_samples.jsonl (minus the drift) (repeatable)")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the report as JSON")] = None,
     who: Annotated[Optional[str], typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples for the 95% CIs")] = 2000,

@@ -33,6 +33,7 @@ from tether.infra.generate import Branch, Generator, independent, load_policy
 from tether.infra.seeds import item_seed
 from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
+from tether.judge.gold_judge import check_gold
 from tether.judge.judges import Judges
 
 
@@ -88,6 +89,7 @@ def draw(config: SampleConfig, gen: Generator, judges: Judges, prompt: str, n: i
 
 def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
     constitution = load_constitution(config.constitution)
+    check_gold(config.gold_constitution, config.device)  # a missing or bad gold: refused before the corpus is started
     unknown = set(config.principle_thresholds) - {p.name for p in constitution.principles}
     if unknown:
         raise TetherError(f"principle_thresholds: no principle {', '.join(sorted(unknown))} in {config.constitution}")

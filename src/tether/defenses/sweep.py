@@ -122,6 +122,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
     from tether.infra.generate import Branch, Generator
     from tether.infra.models import load_embedder
     from tether.infra.texts import read_prompts
+    from tether.judge.gold_judge import ConstitutionGold, check_gold
     from tether.judge.judges import Judges
     from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
     from tether.watch.metrics import batch_values
@@ -131,6 +132,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         raise TetherError(f"--completions {completions}: must be at least 1")
     tuned = find_tuned(tuned_path)
     settings = run_config(tuned, config)
+    check_gold(settings.gold_constitution, settings.device)  # a missing or bad gold: refused before any model loads
     if out is None and tuned.run_dir is None:
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")
     out = Path(out) if out is not None else tuned.run_dir / "blend"
@@ -172,8 +174,8 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         texts = [d["prompt"] + d["completion"] for d in drawn]
         for d, score in zip(drawn, judge.score(texts).total()):
             d["train"] = float(score)
-        if gold is not None:
-            for d, score in zip(drawn, gold.score(texts).total()):
+        if gold is not None:  # a constitution (on prompt + completion, as the train judge) or a fitted gold folder
+            for d, score in zip(drawn, gold.score([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
                 d["gold"] = float(score)
         if drift is not None:
             for d, distance in zip(drawn, drift.distances([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
@@ -196,7 +198,8 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
             "max_completion_tokens": settings.max_completion_tokens, "temperature": settings.temperature,
             "seed": settings.seed, "constitution": str(settings.constitution), "judge_model": settings.judge_model,
             "gold_constitution": str(settings.gold_constitution) if gold is not None else None,
-            "gold_model": (settings.gold_model or settings.judge_model) if gold is not None else None,
+            "gold": gold.name if gold is not None else None,
+            "gold_model": (settings.gold_model or settings.judge_model) if isinstance(gold, ConstitutionGold) else None,
             "gold_debias": settings.gold_debias, "embedder": settings.embedder, "gold_tolerance": gold_tolerance,
             "max_kl": max_kl,
             "pareto_goals": [f"{k} {'up' if s > 0 else 'down'}" for k, s in goals]}

@@ -17,6 +17,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from tether.judge.audit import AuditReport
     from tether.judge.evaluator import ScoreResult
+    from tether.judge.habits import HabitsReport
 
 # Tables are data: printed whole, 120 columns wide when stdout is not a terminal.
 stdout = Console(soft_wrap=True)
@@ -77,22 +78,50 @@ def score_table(result: ScoreResult, labels: list) -> Table:
 
 
 def audit_tables(report: AuditReport) -> list[Table]:
-    """One table per mode: rows are perturbations, columns principles (mean shift, share rose)."""
+    """One table per mode: rows are perturbations, columns principles (mean shift, share rose); then a run's habits."""
     tables = []
-    from tether.judge.audit import MODES, PERTURBATIONS
+    from tether.judge.audit import MODES
 
     for mode in MODES:
-        table = Table(title=f"audit, {mode} mode: mean score shift (share of texts whose score rose)")
+        table = Table(title=f"audit of {escape(report.source)}, {mode} mode: mean score shift (share of texts whose score rose)")
         table.add_column("perturbation")
         for principle, base in report.baseline[mode].items():
             table.add_column(f"{principle}\n(base {base:+.2f})", justify="right")
-        for name in PERTURBATIONS:
+        for name in next(iter(report.cells[mode].values()), {}):
             cells = [report.cells[mode][p][name] for p in report.baseline[mode]]
             table.add_row(name, *(
                 f"{'[bold red]' if c.exploitable else ''}{c.mean_shift:+.3f} ({c.rose_share:.0%})" for c in cells
             ))
         tables.append(table)
+    if report.habits is not None:
+        tables += _habit_tables(report.habits)
     return tables
+
+
+def _habit_tables(habits: HabitsReport) -> list[Table]:
+    """`--run`: late vs base scores per principle; then each habit's price on the base texts, in the run's modes."""
+    first, last = habits.late_steps
+    shift = Table(title=f"{escape(habits.run)}: {habits.n_late} late completions (steps {first}-{last}) "
+                        f"vs {habits.n_base} base completions of the same prompts")
+    for name in ("principle", "mode", "late", "base", "shift", "late above base median"):
+        shift.add_column(name, justify="left" if name in ("principle", "mode") else "right")
+    for mode in ("plain", "debiased"):
+        for principle, s in habits.scores[mode].items():
+            run_mode = " (the run's)" if habits.run_mode[principle] == mode else ""
+            shift.add_row(escape(principle), mode + run_mode, f"{s['late']:+.3f}", f"{s['base']:+.3f}",
+                          f"{s['shift']:+.3f}", f"{s['above_base_median']:.0%}")
+    priced = Table(title="the run's habits grafted onto the base completions: mean score shift (share that rose), "
+                         "in the run's modes")
+    for name in ("habit", "kind", "late", "base"):
+        priced.add_column(name, justify="right" if name in ("late", "base") else "left")
+    for principle, mode in habits.run_mode.items():
+        for place in ("append", "prepend"):
+            priced.add_column(escape(f"{principle} ({mode})\n{place}ed"), justify="right")
+    for h in habits.habits:
+        cells = [habits.cells[h.text][place][mode][p] for p, mode in habits.run_mode.items() for place in ("append", "prepend")]
+        priced.add_row(escape(repr(h.text)), h.kind, f"{h.late_share:.0%}", f"{h.base_share:.0%}", *(
+            f"{'[bold red]' if c.exploitable else ''}{c.mean_shift:+.3f} ({c.rose_share:.0%})" for c in cells))
+    return [shift, priced]
 
 
 def sft_table(evaluation: dict) -> Table:

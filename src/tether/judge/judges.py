@@ -1,6 +1,7 @@
 """A train judge and its optional gold judge, applied to prompt + completion.
 
-The one place tune, sample, sft and the blend sweep build their judges from a config.
+The one place sample, sft and the blend sweep build their judges from a config; the gold is
+either kind `gold_judge.load_gold` reads (a constitution, or a folder fitted to labels).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import numpy as np
 
 from tether.infra.models import load_causal_lm
 from tether.judge.evaluator import Evaluator
+from tether.judge.gold_judge import check_gold, load_gold
 
 
 class Judges:
@@ -19,14 +21,10 @@ class Judges:
     """
 
     def __init__(self, config, constitution):
+        checked = check_gold(config.gold_constitution, config.device)  # a bad gold is refused before any model loads
         model, tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
         self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
-        self.gold = None
-        if config.gold_constitution is not None:
-            if config.gold_model not in (None, config.judge_model):
-                model, tokenizer = load_causal_lm(config.gold_model, device=config.device, dtype=config.dtype)
-            self.gold = Evaluator(model, config.gold_constitution, tokenizer=tokenizer, debias=config.gold_debias,
-                                  batch_size=config.judge_batch_size)
+        self.gold = load_gold(config, checked, shared=(model, tokenizer))
 
     def totals(self, texts: list[str]) -> np.ndarray:
         return self.judge.score(texts).total()
@@ -37,7 +35,7 @@ class Judges:
         rows = [{"total": round(float(t), 4), "scores": dict(zip(result.names, np.round(s, 4).tolist()))}
                 for t, s in zip(result.total(), result.scores())]
         if self.gold is not None:
-            gold = self.gold.score(texts)
+            gold = self.gold.result([prompt] * len(completions), completions)
             for row, t, s in zip(rows, gold.total(), gold.scores()):
                 row["gold_total"], row["gold_scores"] = round(float(t), 4), dict(zip(gold.names, np.round(s, 4).tolist()))
         return rows

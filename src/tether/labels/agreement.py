@@ -35,7 +35,8 @@ from tether.infra import jsonl
 
 RESAMPLES = 2000  # bootstrap resamples: the CI's ends move by < 0.01 AUC between seeds at this count
 MARKS = {"agrees": "+", "disagrees": "-", "cannot tell": "?"}  # the table's verdict per cell
-JUDGE_KINDS = ("constitution:PATH[@MODEL]", "gold:DIR", "monitor:NAME", "field:NAME")
+JUDGE_KINDS = ("constitution:PATH[@MODEL]", "gold:DIR", "monitor:NAME", "field:NAME", "similarity:prompt",
+               "similarity:base=BASE_SAMPLES.jsonl")
 
 
 # --- the labels file ------------------------------------------------------------------
@@ -251,7 +252,39 @@ def parse_judge(spec: str, device: str = "auto", labels_sha256: str | None = Non
         return Judge(spec, lambda rows: np.array([sign * float(one(r["completion"])) for r in rows]))
     if kind == "field" and arg:
         return Judge(spec, lambda rows: np.array([_number(r.get(arg)) for r in rows]))
+    if kind == "similarity" and arg == "prompt":
+        return Judge(spec, lambda rows: _similarity_to_prompt(rows, device))
+    if kind == "similarity" and arg.startswith("base="):
+        from tether.watch.drift import load_base
+
+        base = load_base(Path(arg[len("base="):]))  # a run's base_samples.jsonl: the base model's completions
+        return Judge(spec, lambda rows: _similarity_to_base(rows, base, device),
+                     "minus the embedding drift: cosine to the mean of the base model's completions of the prompt")
     raise TetherError(f"--judge {spec!r}: write one of {', '.join(JUDGE_KINDS)}")
+
+
+def _similarity_to_prompt(rows: list[dict], device: str) -> np.ndarray:
+    """MiniLM cosine of completion and prompt: does the text still talk about what the prompt set up?"""
+    from tether.infra.models import embed
+
+    model = _embedder(device)
+    c, p = embed(model, [r["completion"] for r in rows]), embed(model, [r.get("prompt") or "" for r in rows])
+    return (c * p).sum(axis=1)
+
+
+def _similarity_to_base(rows: list[dict], base: dict[str, list[str]], device: str) -> np.ndarray:
+    """1 - the drift monitor's distance; NaN for a prompt the base samples do not cover."""
+    from tether.watch.drift import EmbeddingDrift
+
+    drift = EmbeddingDrift(_embedder(device), base)
+    return 1.0 - drift.distances([r.get("prompt") or "" for r in rows], [r["completion"] for r in rows])
+
+
+@functools.cache
+def _embedder(device: str):
+    from tether.infra.models import load_embedder
+
+    return load_embedder(device=device)
 
 
 def _number(value) -> float:

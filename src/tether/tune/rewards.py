@@ -20,6 +20,12 @@ from tether.infra.texts import plain_text
 from tether.judge.evaluator import Evaluator, ScoreResult
 
 
+def judged_texts(prompts: Sequence, completions: Sequence, include_prompt: bool = True) -> list[str]:
+    """What the judge reads of a completion; one function, so `tether audit --run` judges as the run's reward did."""
+    completions = [plain_text(c) for c in completions]
+    return [plain_text(p) + c for p, c in zip(prompts, completions)] if include_prompt else completions
+
+
 class ConstitutionReward:
     """Reward = the constitution's combined score (signed log-odds) of each completion.
 
@@ -43,10 +49,7 @@ class ConstitutionReward:
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
         self.last_prompts = [plain_text(p) for p in prompts]
         self.last_completions = [plain_text(c) for c in completions]
-        if self.include_prompt:
-            texts = [p + c for p, c in zip(self.last_prompts, self.last_completions)]
-        else:
-            texts = self.last_completions
+        texts = judged_texts(self.last_prompts, self.last_completions, self.include_prompt)
         start = time.perf_counter()
         self.last_result = self.evaluator.score(texts)
         self.last_seconds = time.perf_counter() - start

@@ -26,6 +26,7 @@ from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
+from tether.judge.gold_judge import check_gold, load_gold
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
 from tether.tune.rewards import ConstitutionReward
@@ -52,7 +53,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     vllm_args = _vllm_args(config)  # refused before anything is written, on a machine without a GPU
     prompts = read_prompts(config.prompts)  # bad inputs, too, are refused before the run directory is written
     constitution = load_constitution(config.constitution)
-    gold_constitution = load_constitution(config.gold_constitution) if config.gold_constitution is not None else None
+    gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
 
     # --- run directory: written by the main process only ---------------------------------
     run = RunDir(config.output_dir)
@@ -84,13 +85,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
     judge_model, judge_tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
-    gold = None
-    if gold_constitution is not None:
-        gold_model, gold_tokenizer = (judge_model, judge_tokenizer)
-        if config.gold_model not in (None, config.judge_model):
-            gold_model, gold_tokenizer = load_causal_lm(config.gold_model, device=config.device, dtype=config.dtype)
-        gold = Evaluator(gold_model, gold_constitution, tokenizer=gold_tokenizer,
-                         debias=config.gold_debias, batch_size=config.judge_batch_size)
+    gold = load_gold(config, gold_checked, shared=(judge_model, judge_tokenizer))
     reward = ConstitutionReward(judge)
     suppress = _suppressed_ids(tokenizer, config)
     embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None

@@ -1,7 +1,8 @@
 """The monitor callback: after each TRL step, measure that step's completions.
 
 A thin `TrainerCallback` around the pure functions of `monitors` and a held-out gold
-judge. It works in tether's own runs and in any user's GRPOTrainer/RLOOTrainer script:
+judge (an `Evaluator`, or any gold of `tether.judge.gold_judge`: a constitution or a folder
+fitted by `tether gold fit`). It works in tether's own runs and in any user's GRPOTrainer/RLOOTrainer script:
 
     reward = ConstitutionReward(Evaluator(judge, "examples/cheerful.yaml"))
     monitor = MonitorCallback(reward, gold=Evaluator(judge, "examples/on_topic.yaml"))
@@ -24,6 +25,7 @@ from tether.defenses.utility import InstrumentalUtility
 from tether.infra import atomic, progress, ranks
 from tether.infra.rundir import RunDir
 from tether.judge.evaluator import Evaluator
+from tether.judge.gold_judge import ConstitutionGold, Gold
 from tether.tune.rewards import ConstitutionReward
 from tether.watch.detectors import DetectorConfig, check
 from tether.watch.drift import EmbeddingDrift
@@ -45,10 +47,12 @@ class RewardTerm:
 
 
 class MonitorCallback(TrainerCallback):
-    def __init__(self, reward: ConstitutionReward, gold: Evaluator | None = None, run_dir: RunDir | None = None,
+    def __init__(self, reward: ConstitutionReward, gold: Gold | Evaluator | None = None, run_dir: RunDir | None = None,
                  drift: EmbeddingDrift | None = None, terms: list[RewardTerm] = (), constitution_weight: float = 1.0):
         if not isinstance(reward, ConstitutionReward):
             raise TypeError("MonitorCallback watches a ConstitutionReward; pass the one given to the trainer")
+        if isinstance(gold, Evaluator):  # a bare evaluator judges the text the train judge does
+            gold = ConstitutionGold(gold, include_prompt=reward.include_prompt)
         self.reward, self.gold, self.run_dir, self.drift, self.terms = reward, gold, run_dir, drift, list(terms)
         self.constitution_weight = constitution_weight  # its weight in TRL's sum, for the defenses' shares
         self._last_step = -1
@@ -88,7 +92,7 @@ class MonitorCallback(TrainerCallback):
         metrics.update(self._defense_metrics(train, batch))
         metrics["time/monitors"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.gold is not None:
-            gold = self.gold.score([row["text"] for row in batch]).total()
+            gold = self.gold.score([row["prompt"] for row in batch], completions)
             metrics["time/gold_judge"], clock = time.perf_counter() - clock, time.perf_counter()
             metrics["gold/score"] = float(gold.mean())
             metrics["gold/gap"] = float(train.mean() - gold.mean())

@@ -2,8 +2,10 @@
 
 Plots (also saved as PNGs in RUN_DIR/report/): the train reward against the gold score,
 token KL, and each monitor against step, with detector trips marked as red lines; then a
-timeline of sample completions at chosen steps (best and worst by train score). Works on
-a run still in progress: it reads whatever lines are there. All text is HTML-escaped.
+timeline of sample completions at chosen steps (best and worst by train score); and, when
+a person has labeled the run's samples (RUN_DIR/labels.jsonl, or `--labels FILE`), how well
+each logged signal agrees with them (`report_agreement`, also in report/agreement.json).
+Works on a run still in progress: it reads whatever lines are there. All text is HTML-escaped.
 
 Every input is checked before anything is written (a damaged config, log line or value
 store is one line naming the file and line), so a refused report leaves the run untouched.
@@ -92,7 +94,11 @@ def _read_values(path: Path) -> list[dict]:
     return entries
 
 
-def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per_step: int = 2) -> Path:
+def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per_step: int = 2,
+                 labels: list[Path] = ()) -> Path:
+    """Write RUN_DIR/report/ (report.html, the plots, agreement.json); `labels` are labels files beyond RUN_DIR/labels.jsonl."""
+    from tether.watch.report_agreement import run_agreement
+
     run = RunDir(run_dir)
     if not run.path.exists():
         raise TetherError(f"{run.path}: no such run directory")
@@ -111,6 +117,7 @@ def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per
                 and _number(d.get("limit")) for d in trip.get("detectors", [])):
             raise TetherError(f"{run.path / 'events.jsonl'}: a detector event without step, detector, value and limit")
     values = _read_values(run.path / "values" / "values.json")
+    agreement = run_agreement(run.path, samples, list(labels))
 
     import matplotlib
 
@@ -142,7 +149,8 @@ def build_report(run_dir: str | Path, sample_steps: list[int] | None = None, per
     steps = sorted({s["step"] for s in samples})
     chosen = sample_steps or _spread(steps, 5) + [t["step"] for t in trips]
     page = _html(run, config, metrics, samples, trips, values, figures, sorted(set(s for s in chosen if s in steps)),
-                 per_step, out)
+                 per_step, out, agreement)
+    atomic.write_json(out / "agreement.json", agreement)
     return atomic.write_text(out / "report.html", page)
 
 
@@ -155,7 +163,9 @@ def _spread(steps: list[int], k: int) -> list[int]:
     return [steps[round(i * (len(steps) - 1) / (k - 1))] for i in range(k)]
 
 
-def _html(run, config, metrics, samples, trips, values, figures, chosen, per_step, out) -> str:
+def _html(run, config, metrics, samples, trips, values, figures, chosen, per_step, out, agreement) -> str:
+    from tether.watch.report_agreement import agreement_html
+
     e = html.escape
     state = "finished" if run.is_finished() else f"in progress (step {metrics[-1]['step']})"
     parts = [
@@ -187,6 +197,7 @@ def _html(run, config, metrics, samples, trips, values, figures, chosen, per_ste
         parts += [f"<tr><td>{e(v['kind'])}</td><td>{v['credit']:.3f}</td><td>{v['count']}</td><td>{v['step']}</td>"
                   f"<td>{e(v['text'])}</td></tr>" for v in entries[:30]]
         parts.append("</table><p>All of them, with the run's nearest texts: <code>tether values RUN_DIR</code>.</p>")
+    parts.append(agreement_html(agreement, run.path))
     parts.append("<h2>Samples over time</h2>")
     for step in chosen:
         rows = sorted((s for s in samples if s["step"] == step), key=lambda s: -s["train"])
