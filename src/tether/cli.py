@@ -195,6 +195,19 @@ def report(
 
 
 @app.command()
+def detect(
+    run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
+    config: Annotated[Optional[Path], typer.Option(help="a tune config YAML whose detectors to replay (default: the run's own config.yaml)")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set detectors.shift_alpha=0.05 (repeatable)")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help='print only {"trips": {"<detector>": <first step>, ...}}')] = False,
+):
+    """Replay the hack detectors over a run's logs, without its models, and print each detector's first trip."""
+    from tether.watch.replay import detect as replay, printed
+
+    typer.echo(printed(*replay(run_dir, config, set_), as_json=as_json))
+
+
+@app.command()
 def sample(
     config: Annotated[Path, typer.Argument(help="sample config YAML (see examples/sample_cheerful.yaml)")],
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set search=tree (repeatable)")] = [],

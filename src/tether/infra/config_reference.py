@@ -15,6 +15,7 @@ from tether.defenses.utility import UtilityConfig
 from tether.judge.constitution import Constitution, Example, Principle
 from tether.tune.config import TuneConfig
 from tether.watch.detectors import DetectorConfig
+from tether.watch.spotcheck import SpotCheckConfig
 
 
 def field_table(models: list[tuple[type[BaseModel], str]]) -> str:
@@ -29,7 +30,8 @@ def constitution_reference() -> str:
 
 
 def tune_reference() -> str:
-    return field_table([(TuneConfig, ""), (DetectorConfig, "detectors."), (EmbeddingKLConfig, "embedding_kl."),
+    return field_table([(TuneConfig, ""), (DetectorConfig, "detectors."), (SpotCheckConfig, "spot_check."),
+                        (EmbeddingKLConfig, "embedding_kl."),
                         (UtilityConfig, "utility.")])
 
 

@@ -3,6 +3,7 @@
     config.yaml      the resolved config (every field, defaults included)
     metrics.jsonl    one line a step: TRL's metrics and tether's monitors
     samples.jsonl    every completion: step, prompt, text, train and gold scores
+    spotcheck.jsonl  with spot_check.every: the completions queued for a person (watch/spotcheck.py)
     events.jsonl     start, resume, checkpoints, warnings, finish
     checkpoints/     TRL checkpoints (LoRA adapter + optimizer state) every N steps
     final/           the LoRA adapter at the end
@@ -30,10 +31,11 @@ import yaml
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl
 
-LOGS = ("metrics.jsonl", "samples.jsonl")
+LOGS = ("metrics.jsonl", "samples.jsonl", "spotcheck.jsonl")
 # Everything a run writes in its folder: tune/run.py, watch/report.py, defenses (sweep, utility), corpus/sft.py.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "events.jsonl", "checkpoints", "final", "best.json",
-             "finished.json", "base_samples.jsonl", "values", "report", "blend", "eval.json", ".lock")
+             "finished.json", "base_samples.jsonl", "values", "report", "blend", "eval.json", ".lock",
+             "spotcheck.jsonl")
 # Events that belong to a step: on resume, those after the checkpoint are produced again.
 STEP_EVENTS = ("detector", "checkpoint", "values", "early_stop")
 

@@ -141,6 +141,18 @@ def choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) ->
     return CS[int(np.argmax(means))]  # argmax takes the first best: the smallest C
 
 
+def cross_validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0):
+    """Out-of-fold log-odds for every item (folds grouped by prompt, C chosen inside each), fold AUCs, fold Cs."""
+    oof, fold_aucs, chosen = np.zeros(len(y)), [], []
+    for k, (train, test) in enumerate(_splits(y, groups, folds, seed)):
+        C = choose_c(X[train], y[train], groups[train], seed + k + 1)
+        scaler, model = _fit(X[train], y[train], C)
+        oof[test] = model.decision_function(scaler.transform(X[test]))
+        fold_aucs.append(auc(oof[test], y[test]))
+        chosen.append(C)
+    return oof, fold_aucs, chosen
+
+
 def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: int = 5, seed: int = 0,
              who: str | None = None, device: str = "auto") -> dict:
     """Fit on every item, after a grouped cross-validation; returns the gold's metadata (gold.json)."""
@@ -158,13 +170,7 @@ def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: i
         raise TetherError(f"{labels.path}: {label!r} has {n_yes} yes, {n_no} no answers on {n_prompts} prompts; "
                           f"--folds {folds} needs at least {folds} of each (label more, or lower --folds)")
     X = features(kind, prompts, [s["completion"] for s in sources], device)
-    oof, fold_aucs, chosen = np.zeros(len(y)), [], []
-    for k, (train, test) in enumerate(_splits(y, groups, folds, seed)):
-        C = choose_c(X[train], y[train], groups[train], seed + k + 1)
-        scaler, model = _fit(X[train], y[train], C)
-        oof[test] = model.decision_function(scaler.transform(X[test]))
-        fold_aucs.append(auc(oof[test], y[test]))
-        chosen.append(C)
+    oof, fold_aucs, chosen = cross_validate(X, y, groups, folds, seed)
     C = choose_c(X, y, groups, seed)
     scaler, model = _fit(X, y, C)
     cv_auc = auc(oof, y)

@@ -17,6 +17,7 @@ from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
 from tether.judge.gold_judge import gold_path_problem
 from tether.watch.detectors import DetectorConfig
+from tether.watch.spotcheck import SpotCheckConfig
 
 
 class TuneConfig(BaseModel):
@@ -81,6 +82,10 @@ class TuneConfig(BaseModel):
         "warn", description="when a detector trips: log a warning event, or stop and mark the last checkpoint before it `best`"
     )
     detectors: DetectorConfig = Field(default_factory=DetectorConfig, description="detector thresholds (see below)")
+    spot_check: SpotCheckConfig = Field(
+        default_factory=SpotCheckConfig, description="a person's spot check: completions queued every N steps, "
+        "a `no` answer counts as a detector (see below)"
+    )
 
     # --- LoRA -------------------------------------------------------------------------
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")

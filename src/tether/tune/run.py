@@ -39,6 +39,7 @@ from tether.watch.callbacks import (
 )
 from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
 from tether.watch.metrics import is_tether_metric
+from tether.watch.shift import ShiftTest
 
 
 def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, callbacks: list | None = None) -> RunDir:
@@ -91,6 +92,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
     base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
     drift = EmbeddingDrift(embedder, base_samples) if embedder else None
+    shift = ShiftTest(drift.base_vectors, config.detectors.shift_window, config.detectors.shift_alpha,
+                      config.seed) if drift else None
 
     # --- the reward: the constitution, and the defenses that are on ---------------------
     terms = [RewardTerm("constitution", config.constitution_weight, reward)]
@@ -106,7 +109,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
         terms.append(RewardTerm("utility", config.utility.weight, utility))
 
     # --- the TRL trainer ----------------------------------------------------------------
-    detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run)
+    detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run,
+                                spot_check=config.spot_check)
     if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
         detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
     trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args,
@@ -121,7 +125,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
         callbacks=[*([ValueStoreCallback(utility, run)] if utility else []),
                    MonitorCallback(reward, gold=gold, run_dir=run, drift=drift, terms=terms[1:],
-                                   constitution_weight=config.constitution_weight), detector,
+                                   constitution_weight=config.constitution_weight, shift=shift,
+                                   spot_check=config.spot_check, seed=config.seed), detector,
                    StepPrinter(config.steps), *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict

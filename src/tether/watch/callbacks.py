@@ -27,9 +27,11 @@ from tether.infra.rundir import RunDir
 from tether.judge.evaluator import Evaluator
 from tether.judge.gold_judge import ConstitutionGold, Gold
 from tether.tune.rewards import ConstitutionReward
+from tether.watch import spotcheck
 from tether.watch.detectors import DetectorConfig, check
 from tether.watch.drift import EmbeddingDrift
 from tether.watch.metrics import METRICS, STEP_LINE, batch_values
+from tether.watch.shift import ShiftTest
 
 
 @dataclass
@@ -48,13 +50,17 @@ class RewardTerm:
 
 class MonitorCallback(TrainerCallback):
     def __init__(self, reward: ConstitutionReward, gold: Gold | Evaluator | None = None, run_dir: RunDir | None = None,
-                 drift: EmbeddingDrift | None = None, terms: list[RewardTerm] = (), constitution_weight: float = 1.0):
+                 drift: EmbeddingDrift | None = None, terms: list[RewardTerm] = (), constitution_weight: float = 1.0,
+                 shift: ShiftTest | None = None, spot_check: spotcheck.SpotCheckConfig | None = None, seed: int = 0):
         if not isinstance(reward, ConstitutionReward):
             raise TypeError("MonitorCallback watches a ConstitutionReward; pass the one given to the trainer")
         if isinstance(gold, Evaluator):  # a bare evaluator judges the text the train judge does
             gold = ConstitutionGold(gold, include_prompt=reward.include_prompt)
         self.reward, self.gold, self.run_dir, self.drift, self.terms = reward, gold, run_dir, drift, list(terms)
         self.constitution_weight = constitution_weight  # its weight in TRL's sum, for the defenses' shares
+        if shift is not None and drift is None:
+            raise ValueError("the shift test reuses the drift monitor's embeddings; pass drift too")
+        self.shift, self.spot_check, self.seed = shift, spot_check, seed
         self._last_step = -1
         self._step_start = time.perf_counter()
 
@@ -68,7 +74,7 @@ class MonitorCallback(TrainerCallback):
             return
         self._last_step = state.global_step
         batch = self._whole_batch(result)  # collective: every rank takes part
-        metrics = self._measure(state.global_step, logs, batch) if ranks.is_main() else None
+        metrics = self._measure(state.global_step, logs, batch, state.max_steps) if ranks.is_main() else None
         metrics = ranks.broadcast(metrics)  # the detectors on every rank must see the same values
         if state.log_history:
             state.log_history[-1].update({k: v for k, v in metrics.items() if k not in state.log_history[-1]})
@@ -83,7 +89,7 @@ class MonitorCallback(TrainerCallback):
             for i, (p, c, t) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions, result.texts))
         ])
 
-    def _measure(self, step: int, logs: dict | None, batch: list[dict]) -> dict:
+    def _measure(self, step: int, logs: dict | None, batch: list[dict], planned_steps: int = 0) -> dict:
         clock = time.perf_counter()
         completions = [row["completion"] for row in batch]
         train = np.array([row["train"] for row in batch])
@@ -104,6 +110,10 @@ class MonitorCallback(TrainerCallback):
             metrics["time/drift"] = time.perf_counter() - clock
             for row, d in zip(batch, drift):
                 row["drift"] = float(d)
+            if self.shift is not None:  # the same vectors, embedded once
+                metrics.update(self.shift.update(step, [row["prompt"] for row in batch], self.drift.last_vectors,
+                                                 planned_steps or step))
+                metrics["time/shift"] = time.perf_counter() - clock - metrics["time/drift"]
         metrics["time/step"] = time.perf_counter() - self._step_start  # generation, judging, update, monitors
         metrics = _jsonable(metrics)
         if self.run_dir is not None:
@@ -112,7 +122,19 @@ class MonitorCallback(TrainerCallback):
                 {"step": step, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "text"}}
                 for row in batch
             ])
+            self._spot_check(step, batch)
         return metrics
+
+    def _spot_check(self, step: int, batch: list[dict]) -> None:
+        """Every `every` steps, k of this step's completions to a person's queue (the command printed once)."""
+        if not self.spot_check or not self.spot_check.every or step % self.spot_check.every:
+            return
+        first = not (self.run_dir.path / spotcheck.QUEUE).exists()
+        chosen = spotcheck.pick([(r["prompt"], r["completion"]) for r in batch], self.spot_check.k, self.seed, step)
+        spotcheck.queue(self.run_dir.path, step, chosen)
+        if first:
+            progress.console.print(f"spot check: {len(chosen)} completions queued for you; answer them with\n  "
+                                   f"{spotcheck.command(self.run_dir.path)}")
 
     def _defense_metrics(self, train: np.ndarray, batch: list[dict]) -> dict:
         """Each defense's mean value, its weighted part of the reward, its share of it, its cost."""
@@ -150,10 +172,12 @@ class DetectorCallback(TrainerCallback):
     """
 
     def __init__(self, reward: ConstitutionReward, config: DetectorConfig | None = None,
-                 action: str = "warn", run_dir: RunDir | None = None):
+                 action: str = "warn", run_dir: RunDir | None = None, spot_check: spotcheck.SpotCheckConfig | None = None):
         if action not in ("warn", "stop"):
             raise ValueError(f"action={action!r}: write warn or stop")
         self.reward, self.config, self.action, self.run_dir = reward, config or DetectorConfig(), action, run_dir
+        self.spot_check = spot_check if spot_check and spot_check.every and run_dir is not None else None
+        self._labels_problem: str | None = None
         self.tripped: dict[str, int] = {}  # detector -> first step it fired
         self.best: dict | None = None
         self.earlier: list[dict] = []  # metrics of the steps before a resumed run's checkpoint
@@ -175,7 +199,8 @@ class DetectorCallback(TrainerCallback):
         history = [steps[k] for k in sorted(steps)]
         if not history:  # every rank decides alike: the monitors were broadcast
             return
-        new = [t for t in check(history, self.config) if t.detector not in self.tripped]
+        new = [t for t in check(history, self.config, steps=state.max_steps or None, **self._person())
+               if t.detector not in self.tripped]
         if not new:
             return
         step = history[-1]["step"]
@@ -194,6 +219,17 @@ class DetectorCallback(TrainerCallback):
             self.run_dir.event("detector", **details)
         progress.console.print(f"[yellow]hack detector[/] step {step}: "
                                + ", ".join(f"{t.detector}={t.value:.3g} (limit {t.limit:.3g})" for t in new))
+
+    def _person(self) -> dict:
+        """A person's answers on the spot-check queue (RUN_DIR/labels.jsonl), read afresh each step."""
+        if self.spot_check is None:
+            return {}
+        noes, problem = spotcheck.try_person_noes(self.run_dir.path, self.spot_check.questions) if ranks.is_main() else ([], None)
+        noes = ranks.broadcast(noes)  # a file appended between two ranks' reads must not split their decision
+        if problem and problem != self._labels_problem and ranks.is_main():  # warned once per distinct problem
+            progress.console.print(f"[yellow]spot check:[/] {problem}; the person detector waits for a readable file")
+        self._labels_problem = problem
+        return {"person_no": noes, "min_no": self.spot_check.min_no}
 
     def _mark_best(self, trip_step: int) -> dict | None:
         if self.run_dir is None:

@@ -52,13 +52,15 @@ class EmbeddingDrift:
 
     def __init__(self, embedder, base_samples: dict[str, list[str]]):
         self.embedder = embedder
-        self.centres = {}
+        self.centres, self.base_vectors = {}, {}  # the vectors are kept for the shift test (watch/shift.py)
+        self.last_vectors: np.ndarray | None = None  # the latest `distances` call's embeddings, reused likewise
         for prompt, completions in base_samples.items():
-            mean = embed(embedder, completions).mean(axis=0)
+            self.base_vectors[prompt] = embed(embedder, completions)
+            mean = self.base_vectors[prompt].mean(axis=0)
             self.centres[prompt] = mean / np.linalg.norm(mean)
 
     def distances(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """(n,) cosine distances in [0, 2]; NaN for a prompt with no base samples."""
-        vectors = embed(self.embedder, completions)
+        vectors = self.last_vectors = embed(self.embedder, completions)
         return np.array([1 - float(v @ self.centres[p]) if p in self.centres else np.nan
                          for p, v in zip(prompts, vectors)])

@@ -111,11 +111,14 @@ METRICS: dict[str, Metric] = {x.key: x for x in [
     Metric("kl", "kl", "token KL to the base model (TRL), nats per token", "{:.4f}"),
     Metric("entropy", "entropy", "the policy's token entropy (TRL)"),
     Metric("drift/embedding", "drift", "cosine distance of completions from the base model's, in embedding space"),
+    Metric("shift/p_value", "shift p", "p-value of the last `shift_window` steps' completions against the base's "
+           "(MMD permutation test; small: the text changed)"),
+    Metric("shift/mmd2", "mmd2", "MMD^2 between those completions and the base's, in embedding space"),
     *[Metric(mon.key, mon.label, mon.description) for mon in MONITORS.values()],
 ]}
 
 # The namespaces tether adds to TRL's metrics; every process must log the same values under them.
-NAMESPACES = ("monitor", "gold", "drift", "reward", "defense")
+NAMESPACES = ("monitor", "gold", "drift", "shift", "reward", "defense")
 
 # The console's step line, in order.
 STEP_LINE = ["reward/train", "gold/score", "kl", "drift/embedding", "monitor/affirmation_rate", "monitor/repetition",

@@ -1,0 +1,86 @@
+"""A person's spot check: every N steps, k of the step's completions go to a person's queue.
+
+The run appends them to RUN_DIR/spotcheck.jsonl (step, prompt, completion); a person
+answers them on the labeling page, whenever they like, while the run goes on:
+
+    tether label RUN_DIR/spotcheck.jsonl --spec examples/labels_cheerful.yaml --out RUN_DIR/labels.jsonl
+
+Each step the `person` detector reads RUN_DIR/labels.jsonl and counts the spot-check items
+a person answered "no" to (on any of `questions`); at `min_no` it trips, and with
+`on_hack: stop` the run stops at the person's word. A person is the one judge the policy
+cannot have learned to please; a few answers cost a minute every N steps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.errors import TetherError
+from tether.infra import jsonl
+
+QUEUE = "spotcheck.jsonl"
+LABELS = "labels.jsonl"
+
+
+class SpotCheckConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    every: int = Field(0, ge=0, description="queue completions for a person every N steps (0: off; 3 is a minute of "
+                       "reading per 3 steps, and a person saw the main job go off task within steps 3-5)")
+    k: int = Field(4, ge=1, description="completions queued each time, drawn at random (seeded) from that step's batch: "
+                   "4 a check, so one off-task half of a batch is seen with probability 15/16")
+    questions: list[str] = Field(default_factory=lambda: ["on_task", "good"],
+                                 description="label questions whose `no` answer counts against the run (names in the spec)")
+    min_no: int = Field(2, ge=1, description="trip `person` when at least this many queued completions were answered no: "
+                        "2, so one slip of the hand does not stop a run")
+
+
+def pick(completions: Sequence[tuple[str, str]], k: int, seed: int, step: int) -> list[tuple[str, str]]:
+    """k (prompt, completion) pairs of a step's batch, the same for the same seed and step."""
+    rng = random.Random(seed * 100003 + step)
+    return rng.sample(list(completions), min(k, len(completions)))
+
+
+def queue(run_path: Path, step: int, chosen: Sequence[tuple[str, str]]) -> None:
+    jsonl.append(run_path / QUEUE, [{"step": step, "prompt": p, "completion": c} for p, c in chosen])
+
+
+def command(run_path: Path) -> str:
+    """What to run to answer the queue (printed once, when the first check is written)."""
+    return (f"tether label {run_path / QUEUE} --spec examples/labels_cheerful.yaml --out {run_path / LABELS}")
+
+
+def person_noes(run_path: Path, questions: Sequence[str]) -> list[int]:
+    """The steps of the queued completions a person answered no to (on any of `questions`), one per completion.
+
+    Only items of the current queue count (matched by step, prompt and completion, so a moved
+    run still matches and a rewound step's old items do not). The labels file is read with
+    the one labels reader (latest answer per person, majority over people, skips dropped); a
+    torn last line, as while a page appends, is skipped.
+    """
+    from tether.labels.agreement import read_labels
+
+    path = run_path / LABELS
+    if not path.exists() or not any(r.get("kind") == "label" for r in jsonl.read(path)):
+        return []
+    queued = {(r.get("step"), r.get("prompt"), r.get("completion")) for r in jsonl.read(run_path / QUEUE)}
+    labels = read_labels(path)
+    noes: dict[str, int] = {}
+    for question in questions:
+        for item, yes in labels.answers.get(question, {}).items():
+            source = labels.sources[item]
+            key = (source.get("step"), source.get("prompt"), source.get("completion"))
+            if not yes and key in queued:
+                noes[item] = int(source["step"])
+    return sorted(noes.values())
+
+
+def try_person_noes(run_path: Path, questions: Sequence[str]) -> tuple[list[int], str | None]:
+    """`person_noes` for a live run: a damaged labels file is a warning, not a crash of the training."""
+    try:
+        return person_noes(run_path, questions), None
+    except TetherError as e:
+        return [], str(e)
