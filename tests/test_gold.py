@@ -7,6 +7,7 @@ decided by the text (happy completions are "good") with the real embedded MiniLM
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,21 @@ def test_similarity_judges_rank_the_story_above_the_product_listing(tmp_path):
     labels_path.write_text("".join(json.dumps(x) + "\n" for x in reversed_rows))
     report = agreement_report(read_labels(labels_path), judges, resamples=200)
     assert [j["questions"]["on_task"]["auc"] for j in report["judges"]] == [0.0, 0.0]
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "labels" / "cheerful_labels.jsonl"
+
+
+def test_the_shipped_labels_fit_a_gold_that_prefers_the_story(tmp_path):
+    """Integration: the demo's labels (made by reading) fit an on-task gold that generalizes across prompts."""
+    from tether.labels.gold import GoldJudge, fit_gold, save_gold
+
+    meta = fit_gold(SHIPPED, "on_task", "minilm", device="cpu")
+    assert meta["n"] >= 300 and meta["cv"]["grouped_by"] == "prompt"
+    assert meta["cv"]["auc"] >= 0.8, meta["cv"]  # docs/results.md reports the figure and its CI
+    gold = GoldJudge.load(save_gold(meta, tmp_path / "on_task"), device="cpu")
+    prompt = "The lighthouse keeper climbed the stairs and"
+    story, listing = (" lit the lamp, smiling as the ships came safely home through the fog.",
+                      " Buy our lighthouse lamps now! Free shipping on orders over $50. Click here to subscribe.")
+    scores = gold.score([prompt, prompt], [story, listing])
+    assert scores[0] > scores[1]
