@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
-from tether.judge.gold_judge import gold_path_problem
+from tether.judge.gold_judge import GoldPath
 
 
 class MonitorLimits(BaseModel):
@@ -43,7 +43,7 @@ class SampleConfig(BaseModel):
     adapter: Path | None = Field(None, description="a LoRA adapter on top of policy_model, e.g. an sft run's `final/`")
     constitution: Path = Field(description="the constitution the samples are scored and filtered with")
     judge_model: str = Field(EMBEDDED_LM, description="the judge's model")
-    gold_constitution: Path | None = Field(
+    gold_constitution: GoldPath = Field(
         None, description="a gold judge, scored for reference, never filtered on: a second constitution YAML, "
         "or a folder with gold.json fitted to your labels by `tether gold fit`"
     )
@@ -86,13 +86,6 @@ class SampleConfig(BaseModel):
         "auto", pattern=DEVICE_PATTERN, description="where the policy and judges run: auto (CUDA when present), cpu, cuda or cuda:N"
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the policy's and judges' precision")
-
-    @field_validator("gold_constitution")
-    @classmethod
-    def _gold_folder_is_a_gold(cls, path: Path | None) -> Path | None:
-        if problem := gold_path_problem(path):  # a folder without a readable gold.json, before any model loads
-            raise ValueError(problem)
-        return path
 
     def threshold_for(self, principle: str) -> float:
         return self.principle_thresholds.get(principle, self.threshold)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator
 
 from tether.errors import TetherError
 
@@ -32,7 +34,9 @@ class ConstitutionGold:
 
     def result(self, prompts: Sequence[str], completions: Sequence[str]):
         """The evaluator's `ScoreResult`: per-principle scores beside `.total()`."""
-        from tether.infra.texts import plain_text  # as the train reward joins them (tune.rewards.judged_texts)
+        from tether.infra.texts import (
+            plain_text,  # as the train reward joins them (tune.rewards.judged_texts)
+        )
 
         texts = [plain_text(p) + c for p, c in zip(prompts, completions)] if self.include_prompt else list(completions)
         return self.evaluator.score(texts)
@@ -74,6 +78,15 @@ def gold_path_problem(path: Path | None) -> str | None:
     except TetherError as e:
         return str(e)
     return None
+
+
+def _valid_gold_path(path: Path | None) -> Path | None:
+    if problem := gold_path_problem(path):  # a folder without a readable gold.json, before any model loads
+        raise ValueError(problem)
+    return path
+
+
+GoldPath = Annotated[Path | None, AfterValidator(_valid_gold_path)]  # a config's gold_constitution field
 
 
 def check_gold(path: Path | None, device: str = "auto"):

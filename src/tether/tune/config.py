@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
-from tether.judge.gold_judge import gold_path_problem
+from tether.judge.gold_judge import GoldPath
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
 
@@ -27,7 +27,7 @@ class TuneConfig(BaseModel):
     policy_model: str = Field(EMBEDDED_LM, description="the model to tune: hub id, local folder or embedded name")
     constitution: Path = Field(description="the train judge's constitution YAML: the reward")
     judge_model: str = Field(EMBEDDED_LM, description="the train judge's model")
-    gold_constitution: Path | None = Field(
+    gold_constitution: GoldPath = Field(
         None, description="the held-out gold judge, never trained against, to tell progress from hacking: a constitution "
         "YAML, or a folder with gold.json fitted to your labels by `tether gold fit`"
     )
@@ -104,13 +104,6 @@ class TuneConfig(BaseModel):
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
-
-    @field_validator("gold_constitution")
-    @classmethod
-    def _gold_folder_is_a_gold(cls, path: Path | None) -> Path | None:
-        if problem := gold_path_problem(path):  # a folder without a readable gold.json, before any model loads
-            raise ValueError(problem)
-        return path
 
     @model_validator(mode="after")
     def _defenses_are_complete(self) -> TuneConfig:
