@@ -179,13 +179,16 @@ def run_audit(
 
         judged = judged_texts(list(prompts) * (1 + len(tricks)),
                               texts + [_in_completion(fn, t) for fn in tricks.values() for t in texts])
-    result = evaluator.score(judged, show_progress=show_progress)
+    unique = list(dict.fromkeys(judged))  # a master key or the constant is one text for every original: judge it once
+    result = evaluator.score(unique, show_progress=show_progress)
+    position = {t: i for i, t in enumerate(unique)}
+    rows = np.array([position[t] for t in judged])
     n = len(texts)
     names = result.names
     cells: dict = {}
     baseline: dict = {}
     for mode in MODES:
-        scores = result.scores(debiased=mode == "debiased")  # (n * (1 + perturbations), principles)
+        scores = result.scores(debiased=mode == "debiased")[rows]  # (n * (1 + perturbations), principles)
         original = scores[:n]
         baseline[mode] = {p: round(float(original[:, k].mean()), 4) for k, p in enumerate(names)}
         cells[mode] = {p: {} for p in names}
