@@ -80,6 +80,12 @@ def _slope(values: list[float]) -> float:
     return float(np.polyfit(x, np.asarray(values, dtype=float), 1)[0])
 
 
+def detector_names(config: DetectorConfig) -> list[str]:
+    """Every detector `check` can report under this config, in the order a table lists them."""
+    return [*MONITOR_LIMITS, "kl", "distinct_2_drop", "drift", "divergence", "shift", "gold_drop",
+            *(f"cusum:{key}" for key in config.cusum_series), "person"]
+
+
 def check(history: list[dict], config: DetectorConfig, *, steps: int | None = None,
           person_no: Sequence[int] = (), min_no: int = 2) -> list[Trip]:
     """The detectors that fire at the latest step of `history`.

@@ -21,7 +21,7 @@ from tether.errors import TetherError
 from tether.infra import jsonl
 from tether.infra.rundir import RunDir
 from tether.watch import spotcheck
-from tether.watch.detectors import check
+from tether.watch.detectors import check, detector_names
 from tether.watch.metrics import Trip
 
 
@@ -94,11 +94,7 @@ def detect(run_dir: Path, config: Path | None = None, overrides: Sequence[str] =
     history = history_of(run_dir)
     fill_shift(run_dir, history, settings)
     noes = spotcheck.person_noes(run_dir, settings.spot_check.questions) if (run_dir / spotcheck.QUEUE).exists() else []
-    from tether.watch.detectors import MONITOR_LIMITS
-
-    names = [*MONITOR_LIMITS, "kl", "distinct_2_drop", "drift", "divergence", "shift", "gold_drop",
-             *(f"cusum:{key}" for key in settings.detectors.cusum_series), "person"]
-    return first_trips(history, settings, noes), names
+    return first_trips(history, settings, noes), detector_names(settings.detectors)
 
 
 def printed(first: dict[str, Trip], names: list[str], as_json: bool = False) -> str:
