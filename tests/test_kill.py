@@ -91,6 +91,8 @@ def test_tune_survives_kill_9_at_any_moment(tmp_path, tiny_model_dir, examples_d
     rng = random.Random(20261126)
     tried, where = 0, []
     for trigger in PLAN:
+        if (run / "finished.json").exists():  # a kill landed after the run's last write: nothing left to resume
+            break
         args = ["--resume", run] if (run / "config.yaml").exists() else [config]
         killed, _ = kill_at(trigger, run, args, delay=rng.uniform(12, 30))
         if not killed:
