@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from tether.cli_gold import agreement, gold_app
+from tether.cli_gold import agreement, gold_app, stdout_print
 from tether.errors import TetherError
 from tether.infra import atomic, progress
 from tether.infra.models import EMBEDDED_LM
@@ -184,13 +184,12 @@ def report(
     labels: Annotated[list[Path], typer.Option("--labels", help="a labels file (JSONL) from `tether label` on this run's samples (repeatable; RUN_DIR/labels.jsonl is always read)")] = [],
 ):
     """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time, agreement with your labels."""
-    from tether.cli_gold import stdout_print as plain_print
     from tether.watch.report import build_report, parse_steps
     from tether.watch.report_agreement import printed_summary
 
     page = build_report(run_dir, parse_steps(steps), labels=labels)
     for line in printed_summary(page.parent):
-        plain_print(line)
+        stdout_print(line)
     stdout_print(f"report: {page}")
 
 
@@ -363,12 +362,7 @@ def label(
 # A person's labels against the judges: `tether agreement`, `tether gold fit|score` (in cli_gold.py).
 app.command()(agreement)
 app.add_typer(gold_app, name="gold")
-
-def stdout_print(message) -> None:
-    from tether.infra.display import stdout
-
-    stdout.print(message)
-
+# Commands that live in their own files (cli_*.py), each adding itself with `register(app)`.
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a `TetherError` or a command-line mistake becomes one line on stderr and exit code 2."""
