@@ -4,6 +4,7 @@ from pathlib import Path
 
 from tether.infra.config_reference import (
     constitution_reference,
+    experiment_reference,
     sample_reference,
     sft_reference,
     tune_reference,
@@ -18,6 +19,7 @@ def test_readme_has_the_current_config_references():
     assert tune_reference() in readme
     assert sample_reference() in readme
     assert sft_reference() in readme
+    assert experiment_reference() in readme
 
 
 def test_ci_runs_the_readme_test_command():

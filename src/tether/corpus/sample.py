@@ -5,7 +5,9 @@
 
 For each prompt: draw N candidates from the policy, judge them (prompt followed by
 completion, as `tether score` does), run the monitors, and decide which are kept
-(`tether.corpus.selection`). Two ways to draw them at the same generation budget:
+(`tether.corpus.selection`). A conversation prompt goes through the policy's chat template;
+the judge and the corpus see it as "User: ...\n\nAssistant: " (its turns kept in `messages`).
+Two ways to draw candidates at the same generation budget:
 
 - independent: N whole completions (best-of-N / rejection sampling);
 - tree (as MiniHF's weave): grow branches `tree_chunk_tokens` at a time; after each round
@@ -29,15 +31,21 @@ from tether.corpus.store import CorpusDir
 from tether.corpus.summary import write_summary
 from tether.errors import TetherError
 from tether.infra import progress
-from tether.infra.generate import Branch, Generator, independent, load_policy
+from tether.infra.generate import (
+    Branch,
+    Generator,
+    check_chat_policy,
+    independent,
+    load_policy,
+)
 from tether.infra.seeds import item_seed
-from tether.infra.texts import read_prompts
+from tether.infra.texts import Prompt, plain_text, read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.gold_judge import check_gold
 from tether.judge.judges import Judges
 
 
-def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chunk: int, width: int,
+def tree_search(gen: Generator, judge, prompt: Prompt, n: int, max_tokens: int, chunk: int, width: int,
                 temperature: float, rng: np.random.Generator) -> list[str]:
     """Weave-style search: exactly N leaves at the generation budget of N whole completions.
 
@@ -48,14 +56,14 @@ def tree_search(gen: Generator, judge, prompt: str, n: int, max_tokens: int, chu
     temperature). The last round's children are the leaves. Exactly n, always: a rerun
     counts a prompt with fewer as unfinished and would draw it again every time.
     """
-    prompt_ids = gen.prompt_ids(prompt)
+    prompt_ids, shown = gen.prompt_ids(prompt), plain_text(prompt)  # the judge reads a conversation with roles
     frontier, children = [Branch([])], []
     for start in range(0, max_tokens, chunk):
         tokens = min(chunk, max_tokens - start)
         children = [child for b, share in zip(frontier, shares(frontier, n)) for child in
                     ([b] * share if b.finished else gen.extend(prompt_ids, b, share, tokens) if share else [])]
         children = [Branch(list(c.ids), c.finished) for c in children]  # carried copies are branches of their own
-        totals = judge([prompt + gen.text(c) for c in children])
+        totals = judge([shown + gen.text(c) for c in children])
         for child, total in zip(children, totals):
             child.score = float(total)
         if start + chunk >= max_tokens:
@@ -78,7 +86,7 @@ def shares(frontier: list[Branch], n: int) -> list[int]:
     return out
 
 
-def draw(config: SampleConfig, gen: Generator, judges: Judges, prompt: str, n: int, seed: int) -> list[str]:
+def draw(config: SampleConfig, gen: Generator, judges: Judges, prompt: Prompt, n: int, seed: int) -> list[str]:
     """n candidate completions for one prompt, by the configured search."""
     torch.manual_seed(seed)
     if config.search == "tree":
@@ -97,6 +105,8 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
         raise TetherError(f"tree search: completions_per_prompt ({config.completions_per_prompt}) must be a multiple "
                           f"of tree_width ({config.tree_width})")
     prompts = read_prompts(config.prompts)
+    check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
+    shown = [plain_text(p) for p in prompts]  # what the judge and the review page read
     corpus = CorpusDir(config.output_dir)
     resuming = corpus.start(config.model_dump(mode="json"), constitution, config.constitution, force)
 
@@ -104,7 +114,7 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
     for c in corpus.candidates():
         groups.setdefault(c["prompt_index"], []).append(c)
     for i, group in groups.items():
-        if i >= len(prompts) or group[0]["prompt"] != prompts[i]:
+        if i >= len(prompts) or group[0]["prompt"] != shown[i]:
             raise TetherError(f"{config.prompts}: prompt {i + 1} differs from the one this corpus was sampled with; "
                               f"pass --force to start over")
     todo = [i for i in range(len(prompts)) if len(groups.get(i, [])) < config.completions_per_prompt]
@@ -122,9 +132,9 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
             completions = draw(config, gen, judges, prompts[i], config.completions_per_prompt,
                                item_seed(config.seed, i))[len(existing):]
             new = [{"id": f"p{i}-s{len(existing) + k}", "prompt_index": i, "sample_index": len(existing) + k,
-                    "prompt": prompts[i], "completion": text, "search": config.search, **scores,
-                    "monitors": monitor_values(text)}
-                   for k, (text, scores) in enumerate(zip(completions, judges.records(prompts[i], completions)))]
+                    "prompt": shown[i], **({"messages": prompts[i]} if isinstance(prompts[i], list) else {}),
+                    "completion": text, "search": config.search, **scores, "monitors": monitor_values(text)}
+                   for k, (text, scores) in enumerate(zip(completions, judges.records(shown[i], completions)))]
             group = decide(existing + new, config)
             if existing:
                 corpus.replace_group(i, group)

@@ -22,12 +22,12 @@ from tether.corpus.config import SampleConfig, SftConfig
 from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
-from tether.infra import atomic, progress
-from tether.infra.generate import Generator, independent, load_policy
-from tether.infra.models import load_adapter, load_causal_lm, resolve_device
+from tether.infra import atomic, progress, trackers
+from tether.infra.generate import Generator, independent, load_policy, no_chat_template
+from tether.infra.models import checkpointing_args, load_adapter, load_causal_lm, resolve_device
 from tether.infra.rundir import RunDir
 from tether.infra.seeds import item_seed
-from tether.infra.texts import read_prompts
+from tether.infra.texts import plain_text, read_prompts
 from tether.judge.evaluator import Evaluator
 
 
@@ -45,6 +45,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
         corpus_dir = stored["corpus"]
         if run.is_finished():
             raise TetherError(f"{run.path}: this run has finished; nothing to resume")
+    trackers.check_installed(config.report_to)  # before anything is written or loaded
     corpus = CorpusDir(corpus_dir).require()
     constitution = corpus.constitution()
     corpus.check_constitution(constitution)
@@ -72,6 +73,8 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=dtype)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
     heldout = read_prompts(config.heldout_prompts or sampled.prompts)
+    if (any("messages" in e for e in examples) or any(isinstance(p, list) for p in heldout)) and not tokenizer.chat_template:
+        raise TetherError(no_chat_template(config.policy_model or sampled.policy_model))
     evaluate = HeldOut(judge, heldout, sampled, config)
     before = evaluate(policy, tokenizer, "before")
 
@@ -85,14 +88,16 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
         args=SFTConfig(
             output_dir=str(run.checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
             learning_rate=config.learning_rate, max_length=config.max_length, logging_steps=1, save_strategy="epoch",
-            report_to=[], seed=config.seed, use_cpu=device.type == "cpu",
-            activation_checkpointing=True,  # TRL's default, by its current name (the old one warns)
+            seed=config.seed, use_cpu=device.type == "cpu",
+            **checkpointing_args(SFTConfig),  # TRL's default, by the name this transformers knows
+            **trackers.trl_args(config.report_to, run.path),
         ),
-        train_dataset=Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]),
+        train_dataset=Dataset.from_list([training_pair(e) for e in examples]),
         processing_class=tokenizer,
         peft_config=lora,
         callbacks=[LogMetrics()],
     )
+    trackers.trackers_last(trainer, run.path)
     progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     with atomic.folder(run.path / "final") as building:  # whole or not at all
@@ -103,9 +108,20 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     parent = str(sampled.adapter) if sampled.adapter else None
     evaluation = {"parent_adapter": parent, **compare(before, after, config, heldout)}
     atomic.write_json(run.path / "eval.json", evaluation)
+    moved = {f"heldout/pass_rate/{when}": v for when, v in evaluation["pass_rate"].items()}
+    moved.update({f"heldout/score/{name}/{when}": v for name, by in evaluation["mean_scores"].items() for when, v in by.items()})
+    trackers.log_after_training(trainer, moved)  # the trackers' last step: where the held-out evaluation moved
     run.finish({"steps": trainer.state.global_step, "examples": len(examples), "parent_adapter": parent,
                 "eval": evaluation["pass_rate"]})
     return run, evaluation
+
+
+def training_pair(example: dict) -> dict:
+    """A corpus row for TRL: text, or for a chat prompt (`messages`) the conversational form, which
+    SFTTrainer puts through the policy's chat template as the sampler did."""
+    if "messages" in example:
+        return {"prompt": example["messages"], "completion": [{"role": "assistant", "content": example["completion"]}]}
+    return {"prompt": example["prompt"], "completion": example["completion"]}
 
 
 def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig):
@@ -143,8 +159,9 @@ class HeldOut:
         for i, prompt in enumerate(progress.track(self.prompts, f"Held-out prompts ({label})", total=len(self.prompts))):
             torch.manual_seed(item_seed(self.config.seed, i))  # the same draws before and after
             completions = independent(gen, prompt, self.config.eval_completions_per_prompt, self.tokens)
-            result = self.judge.score([prompt + c for c in completions])
-            group = [{"prompt": prompt, "completion": c, "total": float(t), "scores": dict(zip(result.names, map(float, s))),
+            shown = plain_text(prompt)  # a conversation with its roles, as the sampler judged it
+            result = self.judge.score([shown + c for c in completions])
+            group = [{"prompt": shown, "completion": c, "total": float(t), "scores": dict(zip(result.names, map(float, s))),
                       "monitors": monitor_values(c)} for c, t, s in zip(completions, result.total(), result.scores())]
             rows += decide(group, self.rules)
         return rows

@@ -63,7 +63,11 @@ class CorpusDir:
         if force:  # deletes only what `tether sample` and the audit wrote; refuses beside anything else
             clear_owned(self.path, CORPUS_FILES, "a corpus", marker="meta.json")
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(self.path / "constitution.yaml", constitution_file.read_text(encoding="utf-8"))
+        copy = constitution_file.read_text(encoding="utf-8")
+        if constitution.chat_template is not None:  # a template file named relative to the original: inlined, so it travels
+            copy = f"# {constitution_file}, its chat template inlined\n" + yaml.safe_dump(constitution.model_dump(mode="json"),
+                                                                                      sort_keys=False, allow_unicode=True)
+        atomic.write_text(self.path / "constitution.yaml", copy)
         atomic.write_text(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         atomic.write_json(self.path / "meta.json", {
             "constitution_sha256": constitution.fingerprint(), "constitution": constitution.name,
@@ -187,7 +191,8 @@ class CorpusDir:
                 continue
             source = {"accept": "accepted", "edit": "edited", None: "sampler"}[action]
             rows.append({"id": c["id"], "prompt": c["prompt"], "completion": d["text"] if action == "edit" else c["completion"],
-                         "total": c["total"], "scores": c["scores"], "source": source, "note": d["note"] if d else ""})
+                         "total": c["total"], "scores": c["scores"], "source": source, "note": d["note"] if d else "",
+                         **({"messages": c["messages"]} if "messages" in c else {})})  # a chat prompt's turns, for sft
         jsonl.rewrite(self.corpus_path, rows)
         return rows
 

@@ -117,8 +117,11 @@ def recommend(rows: list[dict], gold_tolerance: float, detectors: DetectorConfig
 
 def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | None = None, config: str | Path | None = None,
                  out: str | Path | None = None, prompts: str | Path | None = None, completions: int = 4,
-                 gold_tolerance: float = 0.05, max_kl: float | None = None, save_merged: bool = False) -> Sweep:
-    """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`."""
+                 gold_tolerance: float = 0.05, max_kl: float | None = None, save_merged: bool = False,
+                 seed: int | None = None) -> Sweep:
+    """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`.
+
+    `seed` replaces the run's seed for sampling (an experiment samples every run alike)."""
     from tether.infra.generate import Branch, Generator
     from tether.infra.models import load_embedder
     from tether.infra.texts import read_prompts
@@ -132,6 +135,8 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         raise TetherError(f"--completions {completions}: must be at least 1")
     tuned = find_tuned(tuned_path)
     settings = run_config(tuned, config)
+    if seed is not None:
+        settings = settings.model_copy(update={"seed": seed})
     check_gold(settings.gold_constitution, settings.device)  # a missing or bad gold: refused before any model loads
     if out is None and tuned.run_dir is None:
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")

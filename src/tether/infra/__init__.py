@@ -9,5 +9,6 @@
 - `seeds`: the one formula that derives a per-item seed.
 - `progress`, `display`: Rich progress on stderr, tables on stdout.
 - `ranks`: the few collectives data-parallel runs need.
+- `trackers`: `report_to` (TensorBoard, wandb, trackio) for TRL's trainers, run after tether's callbacks.
 - `config_reference`: the README's config tables, built from the field descriptions.
 """

@@ -13,7 +13,7 @@ from tether.corpus.config import MonitorLimits, SampleConfig, SftConfig
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.judge.constitution import Constitution, Example, Principle
-from tether.tune.config import TuneConfig
+from tether.tune.config import GoldRewardConfig, TuneConfig
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
 
@@ -32,7 +32,13 @@ def constitution_reference() -> str:
 def tune_reference() -> str:
     return field_table([(TuneConfig, ""), (DetectorConfig, "detectors."), (SpotCheckConfig, "spot_check."),
                         (EmbeddingKLConfig, "embedding_kl."),
-                        (UtilityConfig, "utility.")])
+                        (UtilityConfig, "utility."), (GoldRewardConfig, "gold_reward.")])
+
+
+def experiment_reference() -> str:
+    from tether.experiment.config import Arm, ExperimentConfig
+
+    return field_table([(ExperimentConfig, ""), (Arm, "arms.NAME.")])
 
 
 def sample_reference() -> str:

@@ -3,6 +3,8 @@
 One generator serves the corpus sampler (independent draws and tree search), sft's held-out
 evaluation and the blend sweep; `load_policy` loads a model with an optional LoRA adapter.
 The prompt ids go to `model.device`, wherever the model is (a trainer may have moved it).
+A prompt is text, or a conversation (a list of {role, content}) put through the policy's chat
+template with the assistant's turn opened, as TRL does for conversational datasets.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from tether.infra.models import load_adapter, load_causal_lm
+from tether.errors import TetherError
+from tether.infra.models import EMBEDDED_LM, load_adapter, load_causal_lm
 from tether.judge.tokens import SafeTokenizer
 
 
@@ -35,8 +38,8 @@ class Generator:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.generated_tokens = 0  # the generation budget spent, for comparisons
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        return self.tokenizer(prompt)["input_ids"]
+    def prompt_ids(self, prompt: str | list[dict]) -> list[int]:
+        return prompt_ids(self.tokenizer, prompt)
 
     @torch.inference_mode()
     def extend(self, prompt_ids: list[int], branch: Branch, n: int, tokens: int) -> list[Branch]:
@@ -57,7 +60,35 @@ class Generator:
         return self.tokenizer.decode(branch.ids, skip_special_tokens=True)
 
 
-def independent(gen: Generator, prompt: str, n: int, max_tokens: int) -> list[str]:
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
+    """A prompt's ids for the policy: a conversation through its chat template, opening the assistant's turn."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt)["input_ids"]
+    if not tokenizer.chat_template:
+        raise TetherError(no_chat_template(getattr(tokenizer, "name_or_path", "the policy")))
+    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+
+def no_chat_template(policy: str) -> str:
+    return (f"conversational prompts (`messages`) need a policy with a chat template, and {policy}'s tokenizer has "
+            f"none; use an instruct (chat) model, or plain-text prompts")
+
+
+def check_chat_policy(policy_model: str, prompts: list) -> None:
+    """Conversational prompts need the policy's chat template: checked on its tokenizer alone, before a
+    run or corpus directory is written or a model loads."""
+    if not any(isinstance(p, list) for p in prompts):
+        return
+    from transformers import AutoTokenizer
+
+    from tether.infra.models import _offline_first, embedded_gemma_dir
+
+    source = str(embedded_gemma_dir()) if policy_model == EMBEDDED_LM else policy_model
+    if not _offline_first(AutoTokenizer.from_pretrained, source, policy_model, {}).chat_template:
+        raise TetherError(no_chat_template(policy_model))
+
+
+def independent(gen: Generator, prompt: str | list[dict], n: int, max_tokens: int) -> list[str]:
     """N whole completions."""
     return [gen.text(b) for b in gen.extend(gen.prompt_ids(prompt), Branch([]), n, max_tokens)]
 

@@ -267,3 +267,11 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def checkpointing_args(config_cls) -> dict:
+    """Activation checkpointing on, by the name this transformers knows (renamed from gradient_checkpointing in 5.2x)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {"activation_checkpointing": True} if "activation_checkpointing" in names else {"gradient_checkpointing": True}

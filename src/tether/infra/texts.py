@@ -1,4 +1,6 @@
-"""Read the texts to judge: JSONL (`text`, or `prompt` + `completion`), plain text, or stdin.
+"""Read the texts to judge: JSONL (`text`, or `prompt` + `completion`), plain text, or stdin; and prompts.
+
+A prompt may be a conversation (a list of {role, content}); a reader sees it as `plain_text` shows it.
 
 Every problem is a `TetherError` naming the file and line: invalid UTF-8 (with the byte
 offset), malformed JSON, a missing or empty text, an empty file.
@@ -91,9 +93,11 @@ def _text_of(obj: dict, where: str, n: int) -> str:
     if "text" in obj:
         text = obj["text"]
     elif "prompt" in obj and "completion" in obj:
-        if not isinstance(obj["prompt"], str) or not isinstance(obj["completion"], str):
-            raise TetherError(f"{where}: line {n}: `prompt` and `completion` must be strings")
-        text = obj["prompt"] + obj["completion"]  # judged as the reader sees it: prompt, then completion
+        prompt = _messages(obj["prompt"], f"{where}: line {n}") if isinstance(obj["prompt"], list) else obj["prompt"]
+        if not isinstance(prompt, (str, list)) or not isinstance(obj["completion"], str):
+            raise TetherError(f"{where}: line {n}: `prompt` (a string or a list of messages) and `completion` (a string) "
+                              f"must be given")
+        text = plain_text(prompt) + obj["completion"]  # judged as the reader sees it: prompt, then completion
     else:
         raise TetherError(f"{where}: line {n}: no `text` field (or `prompt` + `completion`) in this object")
     if not isinstance(text, str):
@@ -103,21 +107,52 @@ def _text_of(obj: dict, where: str, n: int) -> str:
     return text
 
 
-def read_prompts(source: str | Path) -> list[str]:
-    """Prompts from .txt (one per non-empty line) or .jsonl (field `prompt`, or `text`)."""
+Prompt = str | list[dict]  # plain text, or a conversation: [{"role": "user", "content": "..."}, ...]
+ROLES = ("system", "user", "assistant")
+
+
+def read_prompts(source: str | Path) -> list[Prompt]:
+    """Prompts from .txt (one per non-empty line) or .jsonl (field `prompt` or `text`; or `messages`, a conversation).
+
+    A conversation (`messages`, or a `prompt` that is a list of {role, content}) reaches TRL as a
+    conversational prompt, so the policy's chat template is applied; one kind per file.
+    """
     path = Path(source)
     if path.suffix.lower() == ".jsonl":
-        prompts = []
+        prompts: list[Prompt] = []
         for n, obj in _jsonl_objects(read_utf8(path), str(path)):
-            prompt = obj.get("prompt", obj.get("text"))
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise TetherError(f"{path}: line {n}: expected a non-empty string `prompt`")
-            prompts.append(prompt)
+            prompt = obj.get("messages", obj.get("prompt", obj.get("text")))
+            if isinstance(prompt, list):
+                prompts.append(_messages(prompt, f"{path}: line {n}"))
+            elif not isinstance(prompt, str) or not prompt.strip():
+                raise TetherError(f"{path}: line {n}: expected a non-empty string `prompt` or a `messages` list")
+            else:
+                prompts.append(prompt)
+            if isinstance(prompts[-1], list) != isinstance(prompts[0], list):
+                raise TetherError(f"{path}: line {n}: plain prompts and conversations (`messages`) are mixed; "
+                                  f"use one kind per file")
     else:
         prompts = [r.text for r in read_texts(path)]
     if not prompts:
         raise TetherError(f"{path}: no prompts found")
     return prompts
+
+
+def _messages(value: list, where: str) -> list[dict]:
+    """A conversation checked: {role, content} objects, string contents, not ending with the assistant."""
+    if not value:
+        raise TetherError(f"{where}: `messages` is empty; write at least one {{\"role\": \"user\", \"content\": ...}}")
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise TetherError(f"{where}: message {k + 1} must be {{\"role\": system|user|assistant, "
+                              f"\"content\": a string}}, got {json.dumps(m)[:80]}")
+        if set(m) - {"role", "content"}:
+            raise TetherError(f"{where}: message {k + 1} has fields {sorted(set(m) - {'role', 'content'})}; "
+                              f"only role and content are read")
+    if value[-1]["role"] == "assistant":
+        raise TetherError(f"{where}: the conversation ends with an assistant message; end it with the user's turn, "
+                          f"which the policy answers")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def output_rows(records: list[TextRecord], scored: list[dict]) -> list[dict]:
@@ -126,7 +161,21 @@ def output_rows(records: list[TextRecord], scored: list[dict]) -> list[dict]:
 
 
 def plain_text(item) -> str:
-    """TRL passes strings, or for chat datasets a list of {role, content} messages."""
+    """What a reader sees of a prompt or completion: TRL passes strings, or for chat datasets lists of
+    {role, content} messages. A conversation is shown with its roles, ending where the reply goes; a
+    completion (assistant messages only) is its content.
+
+    >>> plain_text([{"role": "user", "content": "Hi."}])
+    'User: Hi.\\n\\nAssistant: '
+    >>> plain_text([{"role": "assistant", "content": "Hello!"}])
+    'Hello!'
+    """
     if isinstance(item, str):
         return item
-    return "".join(message["content"] for message in item)
+    if all(message["role"] == "assistant" for message in item):
+        return "".join(message["content"] for message in item)
+    return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in item) + "Assistant: "
+
+
+def is_conversation(prompt) -> bool:
+    return isinstance(prompt, list)

@@ -89,6 +89,16 @@ class Constitution(BaseModel):
         DEFAULT_TEMPLATE,
         description="how a text and a question are shown; must contain {text} and {question}; the answer follows it",
     )
+    format: Literal["plain", "chat"] = Field(
+        "plain",
+        description="plain: one text prompt; chat: the preamble as the system turn, examples as earlier user/assistant "
+        "turns, the template (with the text and question) as the last user turn, read through the judge's chat template",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="for format: chat with a judge whose tokenizer has no chat template (a base model): a Jinja chat "
+        "template, or the path of a .jinja file (relative to this file, else to the current folder); the tokenizer's own wins",
+    )
     combine: Literal["mean", "softmin"] = Field(
         "mean",
         description="how principles make the total: weighted mean of scores, or weighted soft-minimum "
@@ -124,6 +134,8 @@ class Constitution(BaseModel):
         constitution produced a file. The name and description are labels, left out: the name defaults
         to the file's stem, and a corpus keeps its copy as constitution.yaml."""
         data = self.model_dump(exclude={"name", "description"})
+        if self.format == "plain":  # the fields added for chat judges; left out so older fingerprints still match
+            del data["format"], data["chat_template"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -151,13 +163,27 @@ def load_constitution(path: str | Path) -> Constitution:
     data = parse_yaml(text, str(path), expected="a mapping with a `principles:` list at the top level")
     data.setdefault("name", path.stem)
     try:
-        return Constitution.model_validate(data)
+        constitution = Constitution.model_validate(data)
     except ValidationError as e:
         loc = tuple(e.errors()[0]["loc"])
         marks = value_marks(text)
         mark = next((marks[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in marks), None)
         place = f"line {mark[0]}, column {mark[1]}: " if mark else ""
         raise TetherError(f"{path}: {place}{_explain(e, data)}") from None
+    return read_chat_template(constitution, path.parent, f"{path}: ")
+
+
+def read_chat_template(constitution: Constitution, folder: Path | None = None, where: str = "") -> Constitution:
+    """`chat_template` given as a file path replaced by the file's text, so the fingerprint covers the template."""
+    value = constitution.chat_template
+    if value is None or "{{" in value or "{%" in value:  # already a Jinja template
+        return constitution
+    places = list(dict.fromkeys(([folder / value] if folder is not None else []) + [Path(value)]))
+    found = next((p for p in places if p.is_file()), None)
+    if found is None:
+        raise TetherError(f"{where}chat_template: {value!r} is neither a Jinja template nor a file "
+                          f"(looked in {', '.join(str(p) for p in places)})")
+    return constitution.model_copy(update={"chat_template": read_utf8(found)})
 
 
 def _explain(error: ValidationError, data: dict) -> str:

@@ -15,7 +15,8 @@ goes through the vocabulary head. Every tensor is built on `model.device`, so th
 runs wherever its model was put (`device`, `dtype`: `tether.infra.models.resolve_device`).
 A judged text is capped at `max_text_tokens` (default 2048): a 100 KB text would otherwise
 fill a 32k context and take minutes on a CPU for one score. Safety: judged text is tokenized by
-`SafeTokenizer.encode_untrusted`, so control-token strings in it stay plain text.
+`SafeTokenizer.encode_untrusted`, so control-token strings in it stay plain text; with
+`format: chat` the prompt around it comes from the judge's chat template (`judge/chat.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ from tether.errors import TetherError
 from tether.infra import progress
 from tether.infra.models import load_causal_lm
 from tether.judge.combine import COMBINERS
-from tether.judge.constitution import Constitution, load_constitution
+from tether.judge.constitution import (
+    Constitution,
+    load_constitution,
+    read_chat_template,
+)
 from tether.judge.prompts import build_probes, text_lead
 from tether.judge.tokens import SafeTokenizer, word_variant_ids
 
@@ -116,6 +121,8 @@ class Evaluator:
             or rejected with an error.
         max_text_tokens: the most tokens of a text the judge reads; None takes 2048, for
             speed (a text's cost grows faster than its length); raise it up to the context.
+        format / chat_template: override the constitution's prompt format (`plain | chat`) and
+            its fallback chat template (Jinja text or a .jinja path) for a tokenizer without one.
         device / dtype: where and in what precision to load a model given by name
             (`auto | cpu | cuda | cuda:N`, `float32 | bfloat16`); a loaded model stays where it is.
     """
@@ -136,11 +143,15 @@ class Evaluator:
         trust_remote_code: bool = False,
         device: str = "auto",
         dtype: str = "float32",
+        format: Literal["plain", "chat"] | None = None,
+        chat_template: str | None = None,
     ):
         if not isinstance(constitution, Constitution):
             constitution = load_constitution(constitution)
-        overrides = {"debias": debias, "combine": combine, "softmin_temperature": softmin_temperature}
-        self.constitution = constitution.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        overrides = {"debias": debias, "combine": combine, "softmin_temperature": softmin_temperature,
+                     "format": format, "chat_template": chat_template}
+        self.constitution = read_chat_template(
+            constitution.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
         if debias is not None:  # a global switch beats the per-principle settings
             self.constitution.principles = [p.model_copy(update={"debias": None}) for p in constitution.principles]
         if isinstance(model, str):

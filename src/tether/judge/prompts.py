@@ -10,12 +10,16 @@ debiased scoring). Its prompt is split where the judged text goes:
 The prefix is the same for every text, so the evaluator runs it once and reuses its KV
 cache. Whitespace just before {text} travels with the text ("Text:" + " Once upon"), so the
 text's first word is tokenized as it would be in running prose.
+
+With `format: chat` the same three parts come from the judge's chat template instead
+(`tether.judge.chat`): the template, with {question} filled in, is the last user turn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.judge.chat import chat_prompt, judge_template
 from tether.judge.constitution import Constitution, Principle
 from tether.judge.tokens import SafeTokenizer
 
@@ -41,16 +45,23 @@ def text_lead(constitution: Constitution) -> str:
 
 def build_probes(constitution: Constitution, safe: SafeTokenizer, with_negations: bool = False) -> list[Probe]:
     """A probe per principle, plus a negated one where debiasing is on (or `with_negations`)."""
+    template = judge_template(safe.tokenizer, constitution.chat_template) if constitution.format == "chat" else None
     probes = []
     for i, principle in enumerate(constitution.principles):
-        probes.append(_probe(constitution, safe, i, principle, negated=False))
+        probes.append(_probe(constitution, safe, i, principle, negated=False, template=template))
         if with_negations or constitution.debiased(principle):
-            probes.append(_probe(constitution, safe, i, principle, negated=True))
+            probes.append(_probe(constitution, safe, i, principle, negated=True, template=template))
     return probes
 
 
-def _probe(constitution: Constitution, safe: SafeTokenizer, index: int, principle: Principle, negated: bool) -> Probe:
+def _probe(constitution: Constitution, safe: SafeTokenizer, index: int, principle: Principle, negated: bool,
+           template: str | None = None) -> Probe:
     question = principle.negated_question() if negated else principle.question
+    if template is not None:  # chat: the answers as an assistant would write them
+        examples = [(e.text, (FLIP[e.answer] if negated else e.answer).capitalize()) for e in principle.examples]
+        prefix, tail = chat_prompt(safe, template, constitution.preamble, constitution.template.replace("{question}", question),
+                                   examples, text_lead(constitution))
+        return Probe(index, negated, question, tuple(prefix), tuple(tail))
     head, tail = constitution.template.replace("{question}", question).split("{text}")
     head, lead = head.rstrip(), text_lead(constitution)
     ids = list(safe.bos())

@@ -150,9 +150,15 @@ def compare_pairs(first: list[Item], second: list[Item], who: str, seed: int = 0
     """Pairs of completions for the same prompt, one from each source, in a random order with random sides.
 
     A prompt with k completions in one source and m in the other gives min(k, m) pairs, matched
-    at random (the same for everyone); `limit` picks the same pairs for everyone, while the order
-    and which side each source is shown on are seeded per person.
+    at random (the same for everyone), unless every item has a `pair` field (an experiment's
+    draw): then each item of the first source meets the second's item of the same prompt and
+    pair. `limit` picks the same pairs for everyone, while the order and which side each source
+    is shown on are seeded per person.
     """
+    if all("pair" in i.source for i in [*first, *second]):  # an experiment's draws: the same prompt and seed
+        keyed = {(i.prompt, str(i.source["pair"])): i for i in second}
+        matched = [(a, keyed[a.prompt, str(a.source["pair"])]) for a in first if (a.prompt, str(a.source["pair"])) in keyed]
+        return _shown_pairs(matched, who, seed, limit)
     by_prompt: dict[str, list[Item]] = {}
     for item in second:
         by_prompt.setdefault(item.prompt, []).append(item)
@@ -165,6 +171,11 @@ def compare_pairs(first: list[Item], second: list[Item], who: str, seed: int = 0
         right = list(by_prompt[prompt])
         random.Random(f"{seed}/{prompt}").shuffle(right)
         matched += [(a, b) for a, b in zip(left, right) if a.id != b.id]
+    return _shown_pairs(matched, who, seed, limit)
+
+
+def _shown_pairs(matched: list[tuple[Item, Item]], who: str, seed: int, limit: int | None) -> list[Pair]:
+    """The matched pairs, a subset the same for everyone, in this person's order with random sides."""
     if not matched:
         raise TetherError("compare: the first two sources share no prompt; give two sources sampled on the same prompts")
     matched.sort(key=lambda ab: (ab[0].id, ab[1].id))

@@ -9,15 +9,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
+from tether.infra.trackers import Tracker, trackers
 from tether.judge.gold_judge import GoldPath
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
+
+
+class GoldRewardConfig(BaseModel):
+    """A gold judge (a folder from `tether gold fit`, or a constitution) paid as a reward term."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: GoldPath = Field(None, description="the gold folder (or constitution YAML) whose log-odds the term pays")
+    weight: float = Field(0.0, ge=0, description="its weight in the reward sum; 0 = off")
+
+    @model_validator(mode="after")
+    def _path_when_weighted(self):
+        if self.weight and self.path is None:
+            raise ValueError("gold_reward.weight is set but gold_reward.path is not: name a gold folder")
+        return self
 
 
 class TuneConfig(BaseModel):
@@ -27,6 +42,10 @@ class TuneConfig(BaseModel):
     policy_model: str = Field(EMBEDDED_LM, description="the model to tune: hub id, local folder or embedded name")
     constitution: Path = Field(description="the train judge's constitution YAML: the reward")
     judge_model: str = Field(EMBEDDED_LM, description="the train judge's model")
+    judge_reads: Literal["conversation", "reply"] = Field(
+        "conversation", description="what the judges read: the prompt and completion together (a conversation's turns "
+        "shown as 'User: ...' and 'Assistant: ...'), or the reply alone"
+    )
     gold_constitution: GoldPath = Field(
         None, description="the held-out gold judge, never trained against, to tell progress from hacking: a constitution "
         "YAML, or a folder with gold.json fitted to your labels by `tether gold fit`"
@@ -76,6 +95,17 @@ class TuneConfig(BaseModel):
     utility: UtilityConfig = Field(
         default_factory=UtilityConfig, description="an instrumental utility function, a reward term (see below)"
     )
+    gold_reward: GoldRewardConfig = Field(
+        default_factory=GoldRewardConfig, description="a gold fitted to a person's labels as a reward term (see below)"
+    )
+    passages: list[str] = Field(
+        default_factory=list, description="texts of what the completions should be about and feel like; `'@PATH'` (quoted in "
+        "YAML) reads a file, relative to the working directory: the passage reward's objective"
+    )
+    passage_weight: float = Field(
+        0.0, ge=0, description="weight of the passage reward, MiniLM cosine of a completion to the passages' mean "
+        "embedding (the source text's embedding of an objective); 0 switches it off"
+    )
 
     # --- hack detectors ------------------------------------------------------------------
     on_hack: Literal["warn", "stop"] = Field(
@@ -104,15 +134,39 @@ class TuneConfig(BaseModel):
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
+    report_to: Tracker | list[Tracker] = Field(
+        "none", description="experiment trackers that get TRL's and tether's metrics each step: tensorboard (RUN/tb), "
+        "wandb (offline, RUN/wandb), trackio, a list of them, or none"
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_mix(cls, value):
+        trackers(value)  # `none` alone
+        return value
+
+    @field_validator("passages")
+    @classmethod
+    def _read_passages(cls, value: list[str]) -> list[str]:
+        from tether.errors import TetherError
+        from tether.steer.inputs import read_text_arg
+
+        try:  # @files are read now: the saved config holds the texts the run was rewarded for
+            return [read_text_arg(text, f"passages[{i}]") for i, text in enumerate(value)]
+        except TetherError as e:
+            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _defenses_are_complete(self) -> TuneConfig:
-        on = [name for name, weight in (("embedding_kl", self.embedding_kl.coef), ("utility", self.utility.weight)) if weight]
+        on = [name for name, weight in (("embedding_kl", self.embedding_kl.coef), ("utility", self.utility.weight),
+                                        ("passage_weight", self.passage_weight)) if weight]
         if on and self.embedder is None:
             raise ValueError(f"{' and '.join(on)} need a sentence embedder; set embedder (e.g. embedded:all-minilm-l6-v2)")
         if self.utility.weight and not self.utility.terminals:
             raise ValueError("utility.weight > 0 needs utility.terminals: texts of what you want")
-        if not (self.constitution_weight or self.utility.weight):
+        if self.passage_weight and not self.passages:
+            raise ValueError("passage_weight > 0 needs passages: texts (or @files) of what the completions should be about")
+        if not (self.constitution_weight or self.utility.weight or self.passage_weight):
             raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
         return self
 

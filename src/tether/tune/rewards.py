@@ -8,6 +8,12 @@ it drops into any user's own script:
     reward = ConstitutionReward(Evaluator("embedded:gemma-3-270m", "examples/cheerful.yaml"))
     GRPOTrainer(model=..., reward_funcs=[reward], ...)
 
+With a conversational dataset TRL passes each prompt as a list of {role, content} messages
+and each completion as the assistant's messages; the judge reads the turns with their roles
+("User: ...\n\nAssistant: " + the reply, `infra.texts.plain_text`), or the reply alone. The
+roles are text in the judged slot, tokenized as untrusted: a judge with `format: chat` puts
+that text inside its own question turn, so no turn marker a policy writes can end that turn.
+
 It only turns verdicts into floats; judging is the evaluator's job.
 """
 
@@ -21,7 +27,11 @@ from tether.judge.evaluator import Evaluator, ScoreResult
 
 
 def judged_texts(prompts: Sequence, completions: Sequence, include_prompt: bool = True) -> list[str]:
-    """What the judge reads of a completion; one function, so `tether audit --run` judges as the run's reward did."""
+    """What the judge reads of a completion; one function, so `tether audit --run` judges as the run's reward did.
+
+    >>> judged_texts([[{"role": "user", "content": "Hi."}]], [[{"role": "assistant", "content": "Hello!"}]])
+    ['User: Hi.\\n\\nAssistant: Hello!']
+    """
     completions = [plain_text(c) for c in completions]
     return [plain_text(p) + c for p, c in zip(prompts, completions)] if include_prompt else completions
 
@@ -31,8 +41,8 @@ class ConstitutionReward:
 
     Args:
         evaluator: the judge and constitution.
-        include_prompt: judge prompt + completion (a story judged whole), or the completion
-            alone (a reply judged without its question).
+        include_prompt: judge prompt + completion (a story judged whole; a conversation with its
+            roles), or the completion alone (a reply judged without its question): `judge_reads`.
         name: the metric name; TRL logs `rewards/{name}/mean`.
     """
 

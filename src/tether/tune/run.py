@@ -20,15 +20,17 @@ from transformers import PrinterCallback
 from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore
 from tether.errors import TetherError
-from tether.infra import atomic, jsonl, progress, ranks
-from tether.infra.models import load_causal_lm, load_embedder, resolve_device
+from tether.infra import atomic, jsonl, progress, ranks, trackers
+from tether.infra.models import checkpointing_args, load_causal_lm, load_embedder, resolve_device
 from tether.infra.rundir import RunDir
+from tether.infra.generate import check_chat_policy
 from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.gold_judge import check_gold, load_gold
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
+from tether.tune.gold_reward import GoldReward
 from tether.tune.rewards import ConstitutionReward
 from tether.watch.callbacks import (
     DetectorCallback,
@@ -52,9 +54,12 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     PartialState()  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
     _check_batch_splits(config)
     vllm_args = _vllm_args(config)  # refused before anything is written, on a machine without a GPU
+    trackers.check_installed(config.report_to)  # and a tracker that is not installed
     prompts = read_prompts(config.prompts)  # bad inputs, too, are refused before the run directory is written
+    check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
     constitution = load_constitution(config.constitution)
     gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
+    paid_checked = check_gold(config.gold_reward.path, config.device) if config.gold_reward.weight else None
 
     # --- run directory: written by the main process only ---------------------------------
     run = RunDir(config.output_dir)
@@ -86,8 +91,9 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
     judge_model, judge_tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
-    gold = load_gold(config, gold_checked, shared=(judge_model, judge_tokenizer))
-    reward = ConstitutionReward(judge)
+    reads_prompt = config.judge_reads == "conversation"
+    gold = load_gold(config, gold_checked, shared=(judge_model, judge_tokenizer), include_prompt=reads_prompt)
+    reward = ConstitutionReward(judge, include_prompt=reads_prompt)
     suppress = _suppressed_ids(tokenizer, config)
     embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
     base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
@@ -107,6 +113,14 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                                       ValueStore.load(stored) if stored and stored.exists() else None,
                                       limits=config.detectors.limits())
         terms.append(RewardTerm("utility", config.utility.weight, utility))
+    if config.gold_reward.weight:  # the person's labels, fitted, paid (tune/gold_reward.py)
+        paid = load_gold(config.model_copy(update={"gold_constitution": config.gold_reward.path}),
+                         paid_checked, shared=(judge_model, judge_tokenizer))
+        terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid)))
+    if config.passage_weight:  # the source text's "embedding of an objective" (tether/steer/reward.py)
+        from tether.steer.reward import PassageReward
+
+        terms.append(RewardTerm("passage", config.passage_weight, PassageReward(embedder, config.passages)))
 
     # --- the TRL trainer ----------------------------------------------------------------
     detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run,
@@ -130,6 +144,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                    StepPrinter(config.steps), *(callbacks or [])],
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
+    trackers.trackers_last(trainer, run.path)  # so they see the metrics tether's callbacks add to each step's logs
     if ranks.is_main():
         progress.console.print(f"tuning {config.policy_model} for {config.steps} steps on "
                                f"{ranks.world_size()} process(es) -> {run.path}")
@@ -215,12 +230,12 @@ def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vll
         logging_steps=1,
         save_strategy="steps",
         save_steps=config.save_every,
-        report_to=[],
         seed=config.seed,
         use_cpu=resolve_device(config.device).type == "cpu",
-        activation_checkpointing=True,  # TRL's default, by its current name (the old one warns)
+        **checkpointing_args(config_cls),  # TRL's default, by the name this transformers knows
         disable_tqdm=True,
         **vllm_args,
+        **trackers.trl_args(config.report_to, run.path),
     )
     return trainer_cls, args
 

@@ -8,8 +8,9 @@ fitted by `tether gold fit`). It works in tether's own runs and in any user's GR
     monitor = MonitorCallback(reward, gold=Evaluator(judge, "examples/on_topic.yaml"))
     GRPOTrainer(..., reward_funcs=[reward], callbacks=[monitor])
 
-Its metrics join TRL's in `trainer.state.log_history`; with a `RunDir` they also go to
-metrics.jsonl (one line a step) and samples.jsonl (every completion).
+Its metrics join TRL's in `trainer.state.log_history` and in each step's `logs` (which the
+`report_to` trackers log when they run after it: `tether.infra.trackers.trackers_last`); with a
+`RunDir` they also go to metrics.jsonl (one line a step) and samples.jsonl (every completion).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class MonitorCallback(TrainerCallback):
         metrics = ranks.broadcast(metrics)  # the detectors on every rank must see the same values
         if state.log_history:
             state.log_history[-1].update({k: v for k, v in metrics.items() if k not in state.log_history[-1]})
+        if logs is not None:  # the trackers (report_to) run after this callback and log what `logs` holds
+            logs.update({k: v for k, v in metrics.items() if k not in logs and k != "step" and _is_number(v)})
 
     def _whole_batch(self, result) -> list[dict]:
         """This step's completions from every process, with their train scores."""
@@ -157,6 +160,10 @@ class MonitorCallback(TrainerCallback):
             self.run_dir.event("checkpoint", step=state.global_step)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _jsonable(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in metrics.items()}
 
@@ -201,6 +208,10 @@ class DetectorCallback(TrainerCallback):
             return
         new = [t for t in check(history, self.config, steps=state.max_steps or None, **self._person())
                if t.detector not in self.tripped]
+        # For the trackers (report_to), on a step's log: how many detectors have fired so far, and which now.
+        if logs is not None and state.log_history and "reward/train" in state.log_history[-1]:
+            logs["detector/trips"] = len(self.tripped) + len(new)
+            logs.update({f"detector/{t.detector}": 1 for t in new})
         if not new:
             return
         step = history[-1]["step"]

@@ -18,16 +18,20 @@ import numpy as np
 import torch
 
 from tether.infra import jsonl, progress
+from tether.infra.generate import prompt_ids
 from tether.infra.models import embed
+from tether.infra.texts import plain_text
 
 
-def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float,
+def sample_base(model, tokenizer, prompts: Sequence, n: int, max_new_tokens: int, temperature: float,
                 suppress: list[int] | None, seed: int) -> dict[str, list[str]]:
-    """n completions per prompt from the untuned model, with the run's sampling settings."""
+    """n completions per prompt from the untuned model, with the run's sampling settings; a conversation's
+    through the chat template (as TRL prompts the policy), keyed by its rendered text."""
     torch.manual_seed(seed)
     out = {}
-    for prompt in progress.track(list(dict.fromkeys(prompts)), "Sampling the base model", total=len(set(prompts))):
-        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=model.device)
+    unique = list({plain_text(p): p for p in prompts}.items())  # keyed as the monitors see a prompt: rendered
+    for key, prompt in progress.track(unique, "Sampling the base model", total=len(unique)):
+        ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=model.device)
         with torch.inference_mode():
             generated = model.generate(
                 ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long, device=model.device),
@@ -35,7 +39,7 @@ def sample_base(model, tokenizer, prompts: Sequence[str], n: int, max_new_tokens
                 temperature=temperature, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             )
-        out[prompt] = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
+        out[key] = tokenizer.batch_decode(generated[:, ids.shape[1]:], skip_special_tokens=True)
     return out
 
 

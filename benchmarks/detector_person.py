@@ -1,0 +1,110 @@
+"""Detectors against a person: on each run, the step a reader's on-task rate halved, and each detector's first trip.
+
+    python benchmarks/detector_person.py runs/lab/main runs/lab/main_s1 ... \
+        --labels examples/labels/cheerful_labels.jsonl --labels examples/labels/cheerful_labels_detectors.jsonl
+
+A completion's label: the majority of the readers' latest answers (`tether.labels.agreement`'s
+reader, joined by prompt + completion text, so a label made on any file that holds the same
+text counts). The reader's start is the on-task rate of steps 1-2 (the policy is still the base);
+the run "fell" at the first step whose on-task rate is at most half of that. Lead = fall step -
+trip step (positive: the detector fired first). A detector that fires on a run that never fell
+is a false alarm. Baselines beside tether's detectors: TRL's KL (the `kl` threshold and
+`cusum:kl`) and TRL's entropy (`cusum:entropy`, and entropy below 0.75 x its step-1 value).
+Writes the markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from tether.infra import jsonl
+from tether.watch.replay import fill_shift, first_trips, history_of, load_settings
+
+ENTROPY_DROP = 0.75
+
+
+def reader_labels(files: list[Path], question: str) -> dict[tuple[str, str], bool]:
+    """(prompt, completion) -> the readers' majority yes, latest answer per reader; ties and skips left out."""
+    latest: dict[tuple, str] = {}
+    for file in files:
+        for r in jsonl.read(file):
+            if r.get("kind") == "label" and r.get("question") == question and r.get("answer") in ("yes", "no"):
+                src = r["source"]
+                latest[src["prompt"], src["completion"], r["who"]] = r["answer"]
+    votes: dict[tuple, Counter] = defaultdict(Counter)
+    for (prompt, completion, _), answer in latest.items():
+        votes[prompt, completion][answer] += 1
+    return {k: c["yes"] > c["no"] for k, c in votes.items() if c["yes"] != c["no"]}
+
+
+def per_step(run: Path, labels: dict) -> dict[int, tuple[int, int]]:
+    """step -> (on task, labeled) among the step's completions."""
+    out: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for row in jsonl.read(run / "samples.jsonl"):
+        key = (row["prompt"], row["completion"])
+        if key in labels:
+            out[row["step"]][0] += labels[key]
+            out[row["step"]][1] += 1
+    return {s: tuple(v) for s, v in sorted(out.items())}
+
+
+def fall_step(counts: dict[int, tuple[int, int]]) -> tuple[float, int | None]:
+    start_n = sum(counts.get(s, (0, 0))[1] for s in (1, 2))
+    start = sum(counts.get(s, (0, 0))[0] for s in (1, 2)) / start_n if start_n else float("nan")
+    for step, (yes, n) in counts.items():
+        if step > 2 and n and yes / n <= start / 2:
+            return start, step
+    return start, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--labels", action="append", type=Path, required=True)
+    parser.add_argument("--question", default="on_task")
+    args = parser.parse_args()
+    labels = reader_labels(args.labels, args.question)
+    rows, names = [], ["shift", "kl", "drift", "cusum:kl", "cusum:entropy", "entropy<0.75x", "cusum:reward/train",
+                       "cusum:drift/embedding", "cusum:gold/score"]
+    for run in args.runs:
+        settings = load_settings(run, None, ["detectors.cusum_series=[reward/train, gold/score, kl, drift/embedding, "
+                                             "entropy, monitor/affirmation_rate, monitor/special_token_rate, "
+                                             "monitor/repetition, monitor/longest_repeat_run, monitor/distinct_1, "
+                                             "monitor/distinct_2, monitor/words]"])
+        history = history_of(run)
+        fill_shift(run, history, settings)
+        trips = {name: trip.step for name, trip in first_trips(history, settings).items()}
+        first_entropy = history[0].get("entropy")
+        low = [m["step"] for m in history if first_entropy and m.get("entropy", first_entropy) < ENTROPY_DROP * first_entropy]
+        if low:
+            trips["entropy<0.75x"] = low[0]
+        counts = per_step(run, labels)
+        start, fell = fall_step(counts)
+        rows.append({"run": run.name, "lr": settings.learning_rate, "seed": settings.seed, "steps": len(history),
+                     "start": start, "fell": fell, "counts": counts, "trips": trips})
+        names += [n for n in trips if n not in names]
+    print("| run | lr | seed | steps | reader on task, per step | fell (≤ half of steps 1-2) | "
+          + " | ".join(f"`{n}`" for n in names) + " |")
+    print("|" + "---|" * (6 + len(names)))
+    for r in rows:
+        cells = []
+        for n in names:
+            step = r["trips"].get(n)
+            if step is None:
+                cells.append("-")
+            elif r["fell"] is None:
+                cells.append(f"{step} (false alarm)")
+            else:
+                cells.append(f"{step} ({r['fell'] - step:+d})")
+        seq = ", ".join(f"{y}/{n}" for y, n in r["counts"].values())
+        print(f"| {r['run']} | {r['lr']:g} | {r['seed']} | {r['steps']} | {seq} | "
+              f"{r['fell'] if r['fell'] is not None else 'never'} | " + " | ".join(cells) + " |")
+    print()
+    print(json.dumps([{k: v for k, v in r.items() if k != "counts"} for r in rows]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""`tether experiment`: arms x seeds of one task, tuned, evaluated alike on held-out prompts, summarised.
+
+    tether experiment examples/experiment_cheerful.yaml              # run (or continue) the grid
+    tether experiment examples/experiment_cheerful.yaml --jobs 2     # two runs side by side
+    tether experiment examples/experiment_cheerful.yaml --summary    # only rewrite the summary
+    tether experiment examples/experiment_cheerful.yaml --pairs      # blind pairs for a person
+
+Like cli.py, it only parses and calls (tether/experiment/ does the work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def experiment(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (see examples/experiment_cheerful.yaml)")],
+    set_: Annotated[list[str], typer.Option("--set", help="override a field: --set seeds=[0,1] (repeatable)")] = [],
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="runs side by side (default: the config's jobs)")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="only rewrite results, summary and plots from what exists")] = False,
+    pairs: Annotated[bool, typer.Option("--pairs", help="write blind pairs (each arm against the base) for `tether label --mode compare`")] = False,
+):
+    """Run every arm x seed (resumable; finished runs skipped, failures recorded), evaluate each, and summarise."""
+    from tether.experiment.config import load_experiment
+    from tether.experiment.evaluate import check_golds
+    from tether.experiment.summary import export_pairs, summarize
+    from tether.infra import atomic, progress
+
+    settings = load_experiment(config, set_)
+    check_golds(settings)
+    atomic.write_text(settings.output_dir / "experiment.yaml", _stored(settings))
+    if pairs:
+        for command in export_pairs(settings):
+            progress.console.print(command, highlight=False, soft_wrap=True)
+        return
+    if not summary:
+        from tether.experiment.grid import run_grid
+
+        run_grid(config, settings, set_, jobs)
+    page = summarize(settings)
+    from tether.cli_gold import stdout_print
+
+    stdout_print(page.read_text())
+    stdout_print(f"summary: {page}  page: {page.parent / 'index.html'}")
+
+
+def _stored(settings) -> str:
+    import yaml
+
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(experiment)

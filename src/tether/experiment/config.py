@@ -1,0 +1,121 @@
+"""An experiment's config: one task (a tune config), arms that change it, seeds, and how runs are judged.
+
+    tune: tune_cheerful.yaml
+    output_dir: runs/experiment-cheerful
+    seeds: [0, 1, 2]
+    arms:
+      plain: {}
+      early_stop: {set: {on_hack: stop}}
+      embedding_kl: {set: {embedding_kl: {coef: 5}}}
+      blend: {choose: blend}
+    eval_prompts: prompts_heldout.txt
+    golds: [golds/good_hidden, fluent.yaml]
+
+An arm's `set` is a tune config overlay (nested mappings, as in the YAML); `choose` says which
+model of the run is evaluated: `final` (the last adapter, or the one at an early stop), or `blend`
+(the blend sweep's recommended A on the run's own training prompts and gold, never the held-out
+evaluation's golds: no arm chooses its settings by peeking at what ranks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tether.errors import TetherError
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    set: dict = Field(default_factory=dict, description="tune config fields this arm changes (nested, as in the YAML)")
+    choose: Literal["final", "blend"] = Field(
+        "final", description="the model evaluated: final (last adapter; the stop point under on_hack: stop) or blend "
+        "(the blend sweep's recommended A, chosen on the run's training prompts and its own gold)")
+    blend_alphas: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], min_length=2,
+                                      description="the A values the blend sweep tries (choose: blend)")
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tune: Path = Field(description="the task: a tune config every arm starts from")
+    output_dir: Path = Field(description="the experiment folder: runs/, results, summary, plots")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="training seeds; every arm runs every seed")
+    arms: dict[str, Arm] = Field(min_length=1, description="arm name -> overlay on the tune config")
+    eval_prompts: Path = Field(description="held-out prompts (.txt or .jsonl), never trained on")
+    eval_completions: int = Field(4, ge=1, description="completions sampled per held-out prompt and run")
+    eval_seed: int = Field(1234, description="the sampling seed of every evaluation, the base model's too: "
+                           "runs differ only by their weights")
+    golds: list[str] = Field(default_factory=list, description="judges of the evaluation samples beside the run's own: "
+                             "a constitution YAML, a gold folder (`tether gold fit`), or python:MODULE:FUNCTION "
+                             "(prompts, completions) -> scores")
+    jobs: int = Field(1, ge=1, description="runs side by side (each a process; memory permitting)")
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, arms: dict[str, Arm]) -> dict[str, Arm]:
+        import re
+
+        for name in arms:
+            if not re.match(NAME, name) or name == "base":
+                raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not 'base' (the untuned model)")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds}: each seed once")
+        return seeds
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every (arm, seed), seed-major: with few jobs, each seed's arms finish together (a paired comparison early)."""
+        return [(arm, seed) for seed in self.seeds for arm in self.arms]
+
+    def run_dir(self, arm: str, seed: int) -> Path:
+        return self.output_dir / "runs" / f"{arm}-s{seed}"
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    from tether.infra.config import load_config
+
+    config = load_config(ExperimentConfig, path, overrides)
+    for name in ("tune", "eval_prompts"):
+        if not getattr(config, name).is_file():
+            raise TetherError(f"{path}: {name}: {getattr(config, name)}: no such file")
+    golds = []
+    for gold in config.golds:  # a path is read against the config's folder, as the Path fields are
+        if not gold.startswith("python:") and not Path(gold).exists() and (Path(path).parent / gold).exists():
+            gold = str((Path(path).parent / gold).absolute())
+        golds.append(gold)
+    config = config.model_copy(update={"golds": golds})
+    for arm in config.arms:
+        tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
+    return config
+
+
+def flatten(overlay: dict, prefix: str = "") -> list[str]:
+    """{'embedding_kl': {'coef': 5}} -> ['embedding_kl.coef=5'], values written as YAML (the --set syntax)."""
+    out = []
+    for key, value in overlay.items():
+        if isinstance(value, dict) and value:
+            out += flatten(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return out
+
+
+def tune_config(config: ExperimentConfig, arm: str, seed: int):
+    """The tune config of one run: the task, the arm's overlay, the seed and the run's folder."""
+    from tether.infra.config import load_config
+    from tether.tune.config import TuneConfig
+
+    overlay = flatten(config.arms[arm].set)
+    if any(o.split("=", 1)[0] in ("seed", "output_dir") for o in overlay):
+        raise TetherError(f"arm {arm}: set: seed and output_dir are the experiment's to choose (seeds:, out:)")
+    sets = [*overlay, f"seed={seed}", f"output_dir={config.run_dir(arm, seed).absolute()}"]
+    return load_config(TuneConfig, config.tune, sets, where=f"{config.tune} (arm {arm})")

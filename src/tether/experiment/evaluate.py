@@ -1,0 +1,113 @@
+"""One run's evaluation: its chosen model on the held-out prompts, sampled with the experiment's seed.
+
+The blend sweep does the measuring (defenses/sweep.py: the same seed before each prompt, train
+judge, the run's gold, monitors, exact token KL and embedding drift to the base), at one A: 1 for
+the final adapter, the sweep's recommendation for a `choose: blend` arm. The experiment's golds
+then score the same samples. The base model is the same sweep at A = 0, measured once per
+experiment under a lock, so runs side by side do not measure it twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tether.errors import TetherError
+from tether.experiment.config import ExperimentConfig
+from tether.infra import atomic, jsonl
+
+MEASURES = ("train", "gold", "kl", "drift", "monitor/affirmation_rate", "monitor/repetition",
+            "monitor/longest_repeat_run", "monitor/distinct_1", "monitor/distinct_2", "monitor/words")
+
+
+def gold_key(spec: str) -> str:
+    """The column of an experiment gold: `eval/NAME`, NAME from the folder, file or function."""
+    if spec.startswith("python:"):
+        return "eval/" + spec.rsplit(":", 1)[-1]
+    return "eval/" + Path(spec).stem
+
+
+def check_golds(config: ExperimentConfig) -> None:
+    """Every gold readable, before any run starts (a typo found after a day of tuning is a lost day)."""
+    from tether.judge.gold_judge import check_gold
+
+    keys = [gold_key(g) for g in config.golds]
+    if len(set(keys)) != len(keys):
+        raise TetherError(f"golds: two golds share a name ({', '.join(keys)}); rename a folder or file")
+    for spec in config.golds:
+        if spec.startswith("python:"):
+            _callable(spec)
+        else:
+            check_gold(Path(spec))
+
+
+def _callable(spec: str):
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(parts[1:]):
+        raise TetherError(f"golds: {spec!r}: write python:MODULE:FUNCTION")
+    try:
+        function = getattr(importlib.import_module(parts[1]), parts[2])
+    except (ImportError, AttributeError) as e:
+        raise TetherError(f"golds: {spec!r}: {e}") from None
+    if not callable(function):
+        raise TetherError(f"golds: {spec!r}: not callable")
+    return function
+
+
+def score_golds(config: ExperimentConfig, settings, samples: list[dict]) -> None:
+    """Add each experiment gold's score to every sample (in place), as `eval/NAME`."""
+    from tether.judge.gold_judge import load_gold
+
+    prompts, completions = [s["prompt"] for s in samples], [s["completion"] for s in samples]
+    for spec in config.golds:
+        if spec.startswith("python:"):
+            scores = np.asarray(_callable(spec)(prompts, completions), dtype=float)
+        else:
+            gold = load_gold(settings.model_copy(update={"gold_constitution": Path(spec)}))
+            scores = gold.score(prompts, completions)
+        if len(scores) != len(samples):
+            raise TetherError(f"golds: {spec}: returned {len(scores)} scores for {len(samples)} texts")
+        for s, v in zip(samples, scores):
+            s[gold_key(spec)] = float(v)
+
+
+def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, settings_seed: int | None = None) -> dict:
+    """The sweep at one A on the held-out prompts, the golds added; writes out/result.json and out/samples.jsonl."""
+    from tether.defenses.sweep import sweep_blends
+    from tether.infra.rundir import RunDir
+    from tether.tune.config import TuneConfig
+
+    shared = config.output_dir / "base" / "base_samples.jsonl"  # the drift reference, sampled once per experiment
+    if shared.exists() and not (out / "base_samples.jsonl").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared, out / "base_samples.jsonl")
+    sweep = sweep_blends(run_dir, [alpha], prompts=config.eval_prompts, completions=config.eval_completions,
+                         out=out, seed=config.eval_seed)
+    samples = list(jsonl.read(out / "samples.jsonl"))
+    settings = RunDir(run_dir).settings(TuneConfig, output_dir=run_dir)
+    score_golds(config, settings, samples)
+    for i, s in enumerate(samples):  # the pair key of a blind comparison: same prompt, same draw
+        s["draw"] = i
+    atomic.write_records(out / "samples.jsonl", samples)
+    row = sweep.rows[0]
+    result = {k: row[k] for k in MEASURES if k in row}
+    result.update({gold_key(g): float(np.mean([s[gold_key(g)] for s in samples])) for g in config.golds})
+    result.update({"alpha": alpha, "samples": len(samples)})
+    atomic.write_json(out / "result.json", result)
+    return result
+
+
+def evaluate_base(config: ExperimentConfig, any_run: Path) -> dict:
+    """The untuned model, measured as every run is (A = 0 of any finished run's blend), once."""
+    base = config.output_dir / "base"
+    if (base / "result.json").exists():
+        return json.loads((base / "result.json").read_text())
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    with jsonl.locked(config.output_dir, ".base.lock"):
+        if (base / "result.json").exists():  # measured by another worker while this one waited
+            return json.loads((base / "result.json").read_text())
+        return evaluate(config, any_run, 0.0, base)

@@ -1,0 +1,61 @@
+"""One run of an experiment, in its own process: tune (fresh, resumed, or skipped when finished), then evaluate.
+
+    python -m tether.experiment.worker EXPERIMENT.yaml ARM SEED
+
+The grid starts one worker per run, so a run that crashes (or runs out of memory) takes no
+other run with it, and `--jobs N` runs N side by side. The exit code says how it ended:
+0 done, 2 refused (bad input: one line on stderr), 1 crashed (traceback in the run's log).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tether.errors import TetherError
+
+
+def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
+    from tether.experiment.config import load_experiment, tune_config
+    from tether.experiment.evaluate import evaluate, evaluate_base
+    from tether.infra import progress
+    from tether.infra.rundir import RunDir
+    from tether.tune.run import run_tune
+
+    config = load_experiment(path, list(overrides))
+    run_dir = config.run_dir(arm, seed)
+    result_file = run_dir / "eval" / "result.json"
+    if result_file.exists():
+        import json
+
+        return json.loads(result_file.read_text())
+    run = RunDir(run_dir)
+    if not run.is_finished():
+        progress.console.print(f"{arm} seed {seed}: {'resuming' if run.has_run() else 'tuning'} -> {run_dir}")
+        run_tune(tune_config(config, arm, seed), resume=run.has_run())
+    alpha = 1.0
+    if config.arms[arm].choose == "blend":  # A chosen on the run's training prompts and its own gold
+        from tether.defenses.sweep import sweep_blends
+
+        alpha = float(sweep_blends(run_dir, config.arms[arm].blend_alphas, out=run_dir / "blend").recommended["alpha"])
+    evaluate_base(config, run_dir)
+    return evaluate(config, run_dir, alpha, run_dir / "eval")
+
+
+def main(argv: list[str]) -> int:
+    from tether.infra import progress
+
+    if len(argv) < 3:
+        print("usage: python -m tether.experiment.worker EXPERIMENT.yaml ARM SEED [field=value ...]", file=sys.stderr)
+        return 2
+    progress.set_enabled(False)
+    try:
+        run_one(argv[0], argv[1], int(argv[2]), argv[3:])
+    except TetherError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
