@@ -2,6 +2,11 @@
 
     python benchmarks/evaluator_throughput.py            # 200 texts, batch 8, writes docs/benchmarks.md
     python benchmarks/evaluator_throughput.py --texts 40 --out /tmp/bench.md
+    python benchmarks/evaluator_throughput.py --dtypes float32,bfloat16 --rounds 3   # precision section only
+
+With `--dtypes`, the judge in each precision and the naive baseline (fp32, on `--naive-texts`) are
+timed in turn, round after round in one process, so they share the machine's load; the section
+"CPU judge precision" of `--out` is replaced (or added), the rest of the file kept.
 
 Judge: the embedded Gemma 3 270M (float32, CPU); constitution: examples/cheerful.yaml.
 Naive = per text, one full forward of prefix + text + tail at batch size 1, no cache,
@@ -86,9 +91,14 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--dtypes", help="e.g. float32,bfloat16: compare precisions, interleaved (see above)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--naive-texts", type=int, default=20)
     args = parser.parse_args()
     progress.set_enabled(False)
     torch.manual_seed(0)
+    if args.dtypes:
+        return compare_dtypes(args)
 
     model, tok = load_causal_lm()
     texts = build_texts(args.texts)
@@ -173,6 +183,66 @@ being the uncounted attention over the prefix, the per-batch cache copy and padd
 """
     write_text(args.out, doc)
     print(f"wrote {args.out}")
+
+
+def compare_dtypes(args) -> None:
+    """Each precision and the naive baseline, interleaved over rounds; texts/s and the log-odds each moves."""
+    dtypes = args.dtypes.split(",")
+    texts = build_texts(args.texts)
+    models = {d: load_causal_lm(dtype=d, device="cpu") for d in dtypes}
+    seconds = {name: [] for name in [*dtypes, "naive"]}
+    log_odds, plain = {}, {}
+    load = os.getloadavg()[0]
+    with torch.inference_mode():
+        for _ in range(args.rounds):
+            for d in dtypes:
+                model, tok = models[d]
+                ev = Evaluator(model, CONSTITUTION, tokenizer=tok, batch_size=args.batch_size)
+                ev.score(texts[: args.batch_size])  # warm-up (and the prefix cache, as in a run)
+                result, t = _timed(lambda: ev.score(texts))
+                seconds[d].append(t)
+                log_odds[d], plain[d] = result.log_odds[:, 0], ev._head_is_plain
+            model, tok = models[dtypes[0]]
+            ev = Evaluator(model, CONSTITUTION, tokenizer=tok)
+            _, t = _timed(lambda: [naive_log_odds(ev, x) for x in texts[: args.naive_texts]])
+            seconds["naive"].append(t)
+    load = (load + os.getloadavg()[0]) / 2
+    counts = {**{d: len(texts) for d in dtypes}, "naive": args.naive_texts}
+    rate = {k: counts[k] / float(np.median(v)) for k, v in seconds.items()}
+    ref = dtypes[0]
+    rows = ["| judge | texts | median s | texts/s | vs naive | max \\|Δ log-odds\\| vs " + ref + " | fast head |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for k in [*dtypes, "naive"]:
+        diff = f"{np.abs(log_odds[k] - log_odds[ref]).max():.3g}" if k in log_odds else "—"
+        rows.append(f"| {k if k != 'naive' else 'naive (' + ref + ')'} | {counts[k]} | {np.median(seconds[k]):.1f} | "
+                    f"{rate[k]:.2f} | {rate[k] / rate['naive']:.1f}x | {diff} | {plain.get(k, '—')} |")
+    cpu_bf16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    section = f"""## CPU judge precision
+
+Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/evaluator_throughput.py --dtypes {args.dtypes}
+--texts {args.texts} --rounds {args.rounds} --naive-texts {args.naive_texts}` ({torch.get_num_threads()} torch threads; load
+average {load:.1f} on {len(os.sched_getaffinity(0))} cores, shared with other jobs: compare the ratios, not the absolute rates).
+Each round times every judge once, in turn, after a warm-up batch; the median of {args.rounds} rounds is shown.
+CPU bf16 support: oneDNN bf16 {'yes' if cpu_bf16 else 'no'}; flags {', '.join(f for f in flags if 'bf16' in f or 'amx' in f) or 'no avx512_bf16 / amx'}.
+
+{chr(10).join(rows)}
+"""
+    print(section)
+    replace_section(args.out, "## CPU judge precision", section)
+    print(f"wrote the section to {args.out}")
+
+
+def replace_section(path: str, heading: str, section: str) -> None:
+    """`section` in place of the one under `heading` (up to the next `## `), or appended; the rest kept."""
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
+    write_text(path, text)
 
 
 if __name__ == "__main__":

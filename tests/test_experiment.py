@@ -16,7 +16,7 @@ from tether.experiment.stats import mean_ci, paired, win_rate
 
 def experiment(*args, env=None):
     return subprocess.run([sys.executable, "-m", "tether.cli", "experiment", *map(str, args)], capture_output=True,
-                          text=True, env=env or ENV, timeout=900)
+                          text=True, env=env or ENV, timeout=2400)
 
 
 def test_statistics_on_known_inputs():

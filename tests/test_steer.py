@@ -148,11 +148,16 @@ def test_cli_steers_and_refuses_bad_input_in_one_line(tmp_path, capsys, tiny_mod
     argv = ["steer", CONTEXT, PASSAGE, "--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "6", "-q"]
     from tether.cli import main
 
-    main([*argv, "--layer", "1", "--alpha", "0", "--samples", "2", "--out", str(out)])
+    main([*argv, "--method", "add", "--layer", "1", "--alpha", "0", "--samples", "2", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["settings"]["alpha"] == 0 and len(saved["continuations"]) == 2
     assert CONTEXT in capsys.readouterr().out
-    one_line_error(capsys, [*argv, "--layer", "4"], "layer 4: out of range; this model has decoder layers 0 to 3")
+    main([*argv, "--candidates", "2", "--chunk-tokens", "3", "--out", str(out)])  # guide, the default method
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["method"] == "guide" and saved["settings"]["candidates"] == 2
+    assert len(saved["continuations"]) == 1
+    capsys.readouterr()
+    one_line_error(capsys, [*argv, "--method", "add", "--layer", "4"], "layer 4: out of range; this model has decoder layers 0 to 3")
     one_line_error(capsys, ["steer", CONTEXT, "", "--model", str(tiny_model_dir)], "PASSAGE: empty")
     long = tmp_path / "long.txt"
     long.write_text("Once upon a time " * 2000)

@@ -2,8 +2,8 @@
 
 Registered on the `tether` app by `cli.py`; it only parses and calls (tether.steer holds the work).
 
-    tether steer "A little girl was walking her dog on a clear day." @rain.txt
-    tether steer @context.txt @rain.txt --method guide --candidates 4 --samples 3
+    tether steer "A little girl was walking her dog on a clear day." @examples/rain.txt
+    tether steer @context.txt @rain.txt --method add --alpha 0.05 --samples 3
     tether steer "..." "..." --alpha 0 --seed 1      # α = 0: exactly the unsteered continuation
 
 CONTEXT and PASSAGE are literal texts, or `@PATH` for a UTF-8 file (`@@...` is a literal text
@@ -26,11 +26,11 @@ METHOD_HELP = "add: activation addition (a steering vector in the residual strea
 def steer(
     context: Annotated[str, typer.Argument(help="the text to continue: literal, or @PATH")],
     passage: Annotated[str, typer.Argument(help="the text whose content and mood to steer toward: literal, or @PATH")],
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "add",
-    alpha: Annotated[float, typer.Option(help="add: strength, as a fraction of the layer's mean residual norm (0 = unsteered; 0.15 was the benchmark's best trade-off, above 0.25 the text breaks)")] = 0.15,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "guide",
+    alpha: Annotated[float, typer.Option(help="add: strength, as a fraction of the layer's mean residual norm (0 = unsteered; 0.05 keeps the story, 0.15 carries the mood but slips into the passage's person, 0.25 breaks the text: docs/results.md)")] = 0.05,
     layer: Annotated[int | None, typer.Option(help="add: the decoder layer whose output is steered (default: a third of the way up)")] = None,
     baseline: Annotated[str | None, typer.Option(help="add: the neutral text subtracted from the passage (literal or @PATH; default: a moodless sentence)")] = None,
-    candidates: Annotated[int, typer.Option(min=1, help="guide: continuations sampled per chunk, the most similar kept (1 = unsteered; cost grows with it)")] = 4,
+    candidates: Annotated[int, typer.Option(min=1, help="guide: continuations sampled per chunk, the most similar kept (1 = unsteered; 4 was the best trade-off, at 4x the tokens)")] = 4,
     chunk_tokens: Annotated[int, typer.Option(min=1, help="guide: tokens per chunk between two choices")] = 8,
     max_tokens: Annotated[int, typer.Option(min=1, help="new tokens per continuation")] = 48,
     samples: Annotated[int, typer.Option(min=1, help="continuations to draw, each from its own seed")] = 1,

@@ -124,7 +124,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
     `seed` replaces the run's seed for sampling (an experiment samples every run alike)."""
     from tether.infra.generate import Branch, Generator
     from tether.infra.models import load_embedder
-    from tether.infra.texts import read_prompts
+    from tether.infra.texts import plain_text, read_prompts
     from tether.judge.gold_judge import ConstitutionGold, check_gold
     from tether.judge.judges import Judges
     from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
@@ -142,7 +142,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")
     out = Path(out) if out is not None else tuned.run_dir / "blend"
     prompt_file = Path(prompts) if prompts is not None else settings.prompts
-    prompt_list = list(dict.fromkeys(read_prompts(prompt_file)))
+    prompt_list = list({plain_text(p): p for p in read_prompts(prompt_file)}.values())  # a conversation is a list: keyed rendered
     if prompts is None:
         progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
@@ -157,7 +157,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
     if settings.embedder is not None:  # the base's own completions, sampled once with another seed
         cache = out / "base_samples.jsonl"
         base_samples = load_base(cache) if cache.exists() else {}
-        if set(base_samples) != set(prompt_list) or any(len(c) != settings.base_samples_per_prompt
+        if set(base_samples) != {plain_text(p) for p in prompt_list} or any(len(c) != settings.base_samples_per_prompt
                                                         for c in base_samples.values()):
             with blend.base() as base_model:
                 base_samples = sample_base(base_model, blend.tokenizer, prompt_list, settings.base_samples_per_prompt,
@@ -174,7 +174,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
             torch.manual_seed(item_seed(settings.seed, i))
             prompt_ids = gen.prompt_ids(prompt)
             branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
-            drawn += [{"alpha": alpha, "prompt_index": i, "prompt": prompt, "completion": gen.text(b), "kl": kl}
+            drawn += [{"alpha": alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b), "kl": kl}
                       for b, kl in zip(branches, token_kl(blend, prompt_ids, branches))]
         texts = [d["prompt"] + d["completion"] for d in drawn]
         for d, score in zip(drawn, judge.score(texts).total()):

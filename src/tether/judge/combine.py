@@ -27,3 +27,26 @@ def weighted_softmin(scores: np.ndarray, weights: np.ndarray, temperature: float
 
 
 COMBINERS = {"mean": weighted_mean, "softmin": weighted_softmin}
+
+
+# --- several judges into one reward (a judge ensemble) ------------------------------------
+# Each judge's total is in the same units (signed log-odds), so they combine as principles do.
+# `mean`: their average. `min`: the most sceptical judge decides, so a trick must fool every
+# judge. `mean_minus_disagreement`: mean - lambda * their standard deviation, so a text the
+# judges disagree on (a likely trick that fools only some) pays less than one they agree on.
+
+
+def combine_judges(totals: np.ndarray, how: str = "mean", lam: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """totals (judges, N) -> (combined (N,), disagreement (N,): the judges' standard deviation per text)."""
+    totals = np.asarray(totals, dtype=float)
+    disagreement = totals.std(axis=0)
+    if how == "mean":
+        return totals.mean(axis=0), disagreement
+    if how == "min":
+        return totals.min(axis=0), disagreement
+    if how == "mean_minus_disagreement":
+        return totals.mean(axis=0) - lam * disagreement, disagreement
+    raise ValueError(f"ensemble={how!r}: write mean, min or mean_minus_disagreement")
+
+
+ENSEMBLES = ("mean", "min", "mean_minus_disagreement")

@@ -61,6 +61,7 @@ class ScoreResult:
     neg_log_odds: np.ndarray  # the same for the negated question; NaN where not asked
     neg_p_neither: np.ndarray
     truncated_tokens: np.ndarray  # (texts,) tokens cut from each text to fit the context
+    unseen_mass: np.ndarray | None = None  # a remote judge's top-k: probability it did not see (judge/remote.py)
     debiased: np.ndarray = field(init=False)  # (principles,) which principles score debiased
 
     def __post_init__(self):
@@ -100,6 +101,8 @@ class ScoreResult:
                 row[f"{name}/p_neither"] = round(float(self.p_neither[i, k]), 5)
                 if not math.isnan(self.neg_log_odds[i, k]):
                     row[f"{name}/neg_log_odds"] = round(float(self.neg_log_odds[i, k]), 5)
+                if self.unseen_mass is not None:
+                    row[f"{name}/unseen_mass"] = round(float(self.unseen_mass[i, k]), 5)
             row["truncated_tokens"] = int(self.truncated_tokens[i])
             out.append(row)
         return out
@@ -189,17 +192,18 @@ class Evaluator:
         n, k = len(texts), len(self.constitution.principles)
         lp_yes = {neg: np.full((n, k), np.nan) for neg in (False, True)}
         lp_no = {neg: np.full((n, k), np.nan) for neg in (False, True)}
+        unseen = np.full((n, k), np.nan)
         order = sorted(range(n), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         batches = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
         work = [(probe, batch) for probe in range(len(self.probes)) for batch in batches]
         items = progress.track(work, "Judging", total=len(work)) if show_progress else work
         for probe_index, batch in items:
             probe = self.probes[probe_index]
-            logprobs = self._answer_logprobs(probe_index, [list(encoded[i]) + list(probe.tail_ids) for i in batch])
-            yes = torch.logsumexp(logprobs[:, self.yes_ids], dim=-1).cpu().numpy()
-            no = torch.logsumexp(logprobs[:, self.no_ids], dim=-1).cpu().numpy()
+            yes, no, hidden = self._yes_no(probe_index, [list(encoded[i]) + list(probe.tail_ids) for i in batch])
             lp_yes[probe.negated][batch, probe.principle] = yes
             lp_no[probe.negated][batch, probe.principle] = no
+            if hidden is not None:  # the larger of the question's and its negation's
+                unseen[batch, probe.principle] = np.fmax(unseen[batch, probe.principle], hidden)
         log_odds = lp_yes[False] - lp_no[False]
         return ScoreResult(
             constitution=self.constitution,
@@ -210,6 +214,7 @@ class Evaluator:
             neg_log_odds=lp_yes[True] - lp_no[True],
             neg_p_neither=1 - np.exp(lp_yes[True]) - np.exp(lp_no[True]),
             truncated_tokens=np.array(truncated),
+            unseen_mass=None if np.isnan(unseen).all() else unseen,
         )
 
     # --- internals ----------------------------------------------------------------------
@@ -225,6 +230,12 @@ class Evaluator:
                 f"shorten it, raise max_text_tokens, or use long_text=truncate_left"
             )
         return (ids[excess:] if self.long_text == "truncate_left" else ids[: self.text_budget]), excess
+
+    def _yes_no(self, probe_index: int, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """log P(yes), log P(no) at each row's answer slot, and the mass the judge could not see (None: all of it seen)."""
+        logprobs = self._answer_logprobs(probe_index, rows)
+        yes = torch.logsumexp(logprobs[:, self.yes_ids], dim=-1).cpu().numpy()
+        return yes, torch.logsumexp(logprobs[:, self.no_ids], dim=-1).cpu().numpy(), None
 
     def _prefix_cache(self, probe_index: int):
         """(cache, length) of a probe's prefix, computed on first use and kept."""
@@ -279,15 +290,19 @@ class Evaluator:
         """True if decoder + output embeddings (+ softcap) reproduce the model's own logits.
 
         Checked once on a few tokens, so the fast path is never silently wrong for an
-        architecture that scales or post-processes its logits in another way.
+        architecture that scales or post-processes its logits in another way. The head runs on
+        every position, as the model's own forward does: in bfloat16 a one-row product rounds
+        differently from a 12-row one (logits near 20 are 0.125 apart), which failed a 1e-4
+        check would send a bf16 judge to the slow all-positions path (docs/judges.md: the H100 bf16 slowdown).
         """
         ids = torch.tensor([list(self.probes[0].prefix_ids[:6]) + list(self.probes[0].tail_ids[:6])], device=self.device)
-        reference = self.model(input_ids=ids).logits[0, -1]
+        reference = self.model(input_ids=ids).logits[0, -1].float()
         try:
-            fast = self._head(self.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1])
+            fast = self._head(self.model.get_decoder()(input_ids=ids).last_hidden_state)[0, -1].float()
         except (AttributeError, TypeError, NotImplementedError):
             return False
-        return torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
+        tol = 1e-4 if self.model.dtype == torch.float32 else 4 * torch.finfo(self.model.dtype).eps
+        return torch.allclose(fast, reference, atol=tol * max(1.0, float(reference.abs().max())), rtol=tol)
 
 
 @functools.cache

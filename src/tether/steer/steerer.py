@@ -2,7 +2,7 @@
 
     from tether.steer import Steerer
     s = Steerer.load()                                   # the embedded Gemma and MiniLM
-    s.add(context, passage, alpha=2.0, layer=6)          # activation addition
+    s.add(context, passage, alpha=0.05, layer=6)         # activation addition
     s.guide(context, passage, candidates=4)              # embedding guidance
 
 Every sample i is drawn from its own seed, `item_seed(seed, i)`, so a method at strength 0
@@ -83,7 +83,7 @@ class Steerer:
         layer = default_layer(self.model) if layer is None else check_layer(self.model, layer)
         return steering_vector(self.model, self.tokenizer, passage, layer, baseline)
 
-    def add(self, context: str, passage: str, *, alpha: float = 2.0, layer: int | None = None,
+    def add(self, context: str, passage: str, *, alpha: float = 0.05, layer: int | None = None,
             baseline: str = DEFAULT_BASELINE, n: int = 1, max_tokens: int = 48, seed: int = 0) -> list[str]:
         """Activation addition: α·‖residual‖·unit(passage − baseline) added at `layer` while sampling."""
         vector = self.vector(passage, layer, baseline)

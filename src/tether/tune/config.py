@@ -35,6 +35,14 @@ class GoldRewardConfig(BaseModel):
         return self
 
 
+class JudgeSpec(BaseModel):
+    """One more train judge: a constitution on a model, scored beside the main one (tune/rewards.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    constitution: Path = Field(description="its constitution YAML (another constitution, or a paraphrase of the main one)")
+    model: str | None = Field(None, description="its model (default: judge_model); `openai:URL#MODEL` for a served one")
+
+
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -55,6 +63,22 @@ class TuneConfig(BaseModel):
         True, description="score a gold constitution debiased, so it does not pay for yes-spam itself (a gold folder ignores it)"
     )
     prompts: Path = Field(description="prompts: .txt (one per line) or .jsonl (field `prompt`)")
+
+    # --- several judges, and what their verdict pays (tune/shaping.py, docs/judges.md) ----
+    judges: list[JudgeSpec] = Field(
+        default_factory=list, description="more train judges beside `constitution`, each `{constitution: PATH, model: "
+        "ID or null}`; their totals are combined by `ensemble`"
+    )
+    ensemble: Literal["mean", "min", "mean_minus_disagreement"] = Field(
+        "mean", description="how the judges' totals combine: their mean, their minimum, or their mean minus "
+        "`ensemble_lambda` x their standard deviation (logged as monitor/judge_disagreement)"
+    )
+    ensemble_lambda: float = Field(1.0, ge=0, description="lambda of mean_minus_disagreement")
+    reward_shape: Literal["raw", "log_sigmoid", "reference"] = Field(
+        "raw", description="what the combined log-odds r pay: r (raw), log sigmoid(r) (bounded above by 0), or "
+        "sigmoid(r - r_base) with r_base the base model's mean score on the same prompt (reference)"
+    )
+    judge_top_k: int = Field(20, ge=1, description="logprobs asked per answer of a served judge (`openai:URL#MODEL`)")
 
     # --- the RL algorithm (TRL) ---------------------------------------------------------
     algorithm: Literal["grpo", "rloo"] = Field("grpo", description="TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer)")
@@ -168,6 +192,14 @@ class TuneConfig(BaseModel):
             raise ValueError("passage_weight > 0 needs passages: texts (or @files) of what the completions should be about")
         if not (self.constitution_weight or self.utility.weight or self.passage_weight):
             raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
+        return self
+
+    @model_validator(mode="after")
+    def _served_judge_is_not_the_gold(self) -> TuneConfig:
+        golds = [self.gold_constitution, self.gold_reward.path if self.gold_reward.weight else None]
+        needs_model = any(g is not None and Path(g).suffix in (".yaml", ".yml") for g in golds)  # a folder needs none
+        if self.judge_model.startswith("openai:") and self.gold_model is None and needs_model:
+            raise ValueError("judge_model is served (openai:...) and a gold constitution loads a local model: set gold_model")
         return self
 
 

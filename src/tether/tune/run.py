@@ -28,10 +28,12 @@ from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.gold_judge import check_gold, load_gold
+from tether.judge.remote import is_remote, make_evaluator
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
 from tether.tune.gold_reward import GoldReward
 from tether.tune.rewards import ConstitutionReward
+from tether.tune.shaping import RewardShape, reference_baseline
 from tether.watch.callbacks import (
     DetectorCallback,
     MonitorCallback,
@@ -58,6 +60,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     prompts = read_prompts(config.prompts)  # bad inputs, too, are refused before the run directory is written
     check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
     constitution = load_constitution(config.constitution)
+    more_constitutions = [load_constitution(j.constitution) for j in config.judges]  # a judge ensemble's others
     gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
     paid_checked = check_gold(config.gold_reward.path, config.device) if config.gold_reward.weight else None
 
@@ -89,14 +92,20 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
 
     # --- models and judges --------------------------------------------------------------
     policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
-    judge_model, judge_tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
-    judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=config.judge_batch_size)
+    loaded = {} if is_remote(config.judge_model) else {  # a served judge has no local weights to share
+        config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)}
+    judge, *more = _judges(config, [constitution, *more_constitutions], loaded)
+    judge_model, judge_tokenizer = loaded.get(config.judge_model, (None, None))
+    shared = (judge_model, judge_tokenizer) if judge_model is not None else None
     reads_prompt = config.judge_reads == "conversation"
-    gold = load_gold(config, gold_checked, shared=(judge_model, judge_tokenizer), include_prompt=reads_prompt)
-    reward = ConstitutionReward(judge, include_prompt=reads_prompt)
+    gold = load_gold(config, gold_checked, shared=shared, include_prompt=reads_prompt)
+    reward = ConstitutionReward(judge, include_prompt=reads_prompt, extra=more, ensemble=config.ensemble,
+                                ensemble_lambda=config.ensemble_lambda)
     suppress = _suppressed_ids(tokenizer, config)
     embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
     base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
+    reward.shape = RewardShape(config.reward_shape, reference_baseline(reward.raw, base_samples)
+                               if config.reward_shape == "reference" else None)  # r_base: the base's mean score
     drift = EmbeddingDrift(embedder, base_samples) if embedder else None
     shift = ShiftTest(drift.base_vectors, config.detectors.shift_window, config.detectors.shift_alpha,
                       config.seed) if drift else None
@@ -115,7 +124,7 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
         terms.append(RewardTerm("utility", config.utility.weight, utility))
     if config.gold_reward.weight:  # the person's labels, fitted, paid (tune/gold_reward.py)
         paid = load_gold(config.model_copy(update={"gold_constitution": config.gold_reward.path}),
-                         paid_checked, shared=(judge_model, judge_tokenizer))
+                         paid_checked, shared=shared)
         terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid)))
     if config.passage_weight:  # the source text's "embedding of an objective" (tether/steer/reward.py)
         from tether.steer.reward import PassageReward
@@ -194,7 +203,7 @@ def _ranks_agree(log_history: list[dict]) -> bool:
 
 def _base_samples(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, suppress) -> dict[str, list[str]] | None:
     """The base model's completions, sampled before any training and cached in the run directory."""
-    if config.embedder is None:
+    if config.embedder is None and config.reward_shape != "reference":  # drift, the defenses and r_base read them
         return None
     path = run.path / "base_samples.jsonl"
     if ranks.is_main() and not path.exists():
@@ -203,6 +212,18 @@ def _base_samples(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, s
         save_base(path, samples)
     ranks.barrier()
     return load_base(path)
+
+
+def _judges(config: TuneConfig, constitutions: list, loaded: dict) -> list[Evaluator]:
+    """The train judge, then `judges`' others; a model named twice is loaded once (`loaded`: name -> (model, tokenizer))."""
+    models = [config.judge_model, *[j.model or config.judge_model for j in config.judges]]
+    out = []
+    for name, constitution in zip(models, constitutions):
+        if not is_remote(name) and name not in loaded:
+            loaded[name] = load_causal_lm(name, device=config.device, dtype=config.dtype)
+        out.append(make_evaluator(name, constitution, batch_size=config.judge_batch_size, shared=loaded.get(name),
+                                  top_k=config.judge_top_k))
+    return out
 
 
 def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:

@@ -84,9 +84,14 @@ class MonitorCallback(TrainerCallback):
 
     def _whole_batch(self, result) -> list[dict]:
         """This step's completions from every process, with their train scores."""
-        totals, scores = result.total(), result.scores()
+        scores, r = result.scores(), self.reward
+        totals = r.last_raw if len(r.last_raw) == len(result.texts) else result.total()  # the judges combined
+        several, shaped = len(r.last_judges) > 1, r.shape.kind != "raw" and len(r.last_shaped) == len(totals)
         return ranks.gather([
             {"prompt": p, "completion": c, "text": t, "train": float(totals[i]),
+             **({"paid": float(r.last_shaped[i])} if shaped else {}),
+             **({"disagreement": float(r.last_disagreement[i]),
+                 **{f"judge/{j}": float(r.last_judges[j, i]) for j in range(len(r.last_judges))}} if several else {}),
              **{f"train/{name}": float(scores[i, k]) for k, name in enumerate(result.names)},
              **{term.name: float(term.function.last_values[i]) for term in self.terms}}
             for i, (p, c, t) in enumerate(zip(self.reward.last_prompts, self.reward.last_completions, result.texts))
@@ -98,7 +103,13 @@ class MonitorCallback(TrainerCallback):
         train = np.array([row["train"] for row in batch])
         metrics = {"step": step, **(logs or {}), **batch_values(completions), "reward/train": float(train.mean()),
                    "time/train_judge": self.reward.last_seconds}
-        metrics.update(self._defense_metrics(train, batch))
+        paid = np.array([row.get("paid", row["train"]) for row in batch])
+        metrics.update({"reward/raw": float(train.mean()), "reward/shaped": float(paid.mean())})
+        if "disagreement" in batch[0]:  # a judge ensemble: how far its judges are apart, and each judge
+            metrics["monitor/judge_disagreement"] = float(np.mean([row["disagreement"] for row in batch]))
+            metrics.update({f"reward/{k}": float(np.mean([row[k] for row in batch])) for k in batch[0]
+                            if k.startswith("judge/")})
+        metrics.update(self._defense_metrics(paid, batch))
         metrics["time/monitors"], clock = time.perf_counter() - clock, time.perf_counter()
         if self.gold is not None:
             gold = self.gold.score([row["prompt"] for row in batch], completions)
