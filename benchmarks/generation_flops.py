@@ -1,0 +1,79 @@
+"""The generation phase of a tune step against its FLOP limit: 8 completions x 32 tokens, as TRL generates them.
+
+    python benchmarks/generation_flops.py                  # embedded Gemma 3 270M + LoRA r16, 3 rounds
+
+Variants, interleaved round after round so they share the machine's load: TRL's way (the PEFT model in
+train mode, LoRA unmerged, tether's suppressed special tokens), and the same without suppression, and in eval
+mode. FLOP limit = 2 x non-embedding params x tokens run (prompt once per row,
+then each new token) + 2 x vocab x hidden per position whose logits are sampled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+
+from tether.infra import progress
+from tether.infra.models import load_causal_lm
+from tether.judge.tokens import SafeTokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=32)
+    args = parser.parse_args()
+    progress.set_enabled(False)
+    base, tok = load_causal_lm(device="cpu")
+    cfg = base.config
+    params = sum(w.numel() for w in base.parameters()) - base.get_input_embeddings().weight.numel()
+    head = 2 * cfg.vocab_size * cfg.hidden_size
+    model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    suppress = sorted(SafeTokenizer(tok).control_ids - {tok.eos_token_id})
+    prompt = open("examples/prompts.txt", encoding="utf-8").readline().strip()
+    ids = tok([prompt] * args.n, return_tensors="pt")
+    common = dict(do_sample=True, max_new_tokens=args.tokens, min_new_tokens=args.tokens, temperature=1.0, top_k=0,
+                  top_p=1.0, pad_token_id=tok.pad_token_id)
+
+    def run(name):
+        model.train(name != "eval mode")
+        kwargs = dict(common, suppress_tokens=None if name == "no suppression" else suppress)
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(**ids, **kwargs)
+        return time.perf_counter() - start
+
+    names = ["TRL's way", "no suppression", "eval mode"]
+    seconds = {n: [] for n in names}
+    run(names[0])  # warm-up
+    for _ in range(args.rounds):
+        for n in names:
+            seconds[n].append(run(n))
+    p = ids["input_ids"].shape[1]
+    flops = 2 * params * args.n * (p + args.tokens) + head * args.n * args.tokens
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.matmul(a, b)
+    t = min(_t(lambda: torch.matmul(a, b)) for _ in range(3))
+    peak = 2 * 2048**3 / t
+    print(f"{args.n} x {args.tokens} tokens, prompt {p} tokens; FLOP limit {flops / 1e9:.0f} GFLOP = "
+          f"{flops / peak:.2f} s at this machine's fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} "
+          f"threads); load average {os.getloadavg()[0]:.1f}")
+    print("| variant | median s | x the FLOP limit |\n|---|---:|---:|")
+    for n in names:
+        print(f"| {n} | {np.median(seconds[n]):.2f} | {np.median(seconds[n]) / (flops / peak):.1f} |")
+
+
+def _t(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
