@@ -6,7 +6,9 @@
 A completion's label: the majority of the readers' latest answers (`tether.labels.agreement`'s
 reader, joined by prompt + completion text, so a label made on any file that holds the same
 text counts). The reader's start is the on-task rate of steps 1-2 (the policy is still the base);
-the run "fell" at the first step whose on-task rate is at most half of that. Lead = fall step -
+the run "fell" at the first step whose on-task rate is at most half of that (8 completions a step
+are noisy: a calm run dipped to 3/8 for one step, so the fall is also given with two steps pooled,
+the step and the one before it). Lead = fall step -
 trip step (positive: the detector fired first). A detector that fires on a run that never fell
 is a false alarm. Baselines beside tether's detectors: TRL's KL (the `kl` threshold and
 `cusum:kl`) and TRL's entropy (`cusum:entropy`, and entropy below 0.75 x its step-1 value).
@@ -51,10 +53,13 @@ def per_step(run: Path, labels: dict) -> dict[int, tuple[int, int]]:
     return {s: tuple(v) for s, v in sorted(out.items())}
 
 
-def fall_step(counts: dict[int, tuple[int, int]]) -> tuple[float, int | None]:
+def fall_step(counts: dict[int, tuple[int, int]], pool: int = 1) -> tuple[float, int | None]:
+    """(start rate, first step > 2 whose on-task rate, pooled over it and the pool - 1 steps before, is <= start / 2)."""
     start_n = sum(counts.get(s, (0, 0))[1] for s in (1, 2))
     start = sum(counts.get(s, (0, 0))[0] for s in (1, 2)) / start_n if start_n else float("nan")
-    for step, (yes, n) in counts.items():
+    for step in counts:
+        window = [counts[s] for s in range(step - pool + 1, step + 1) if s in counts]
+        yes, n = sum(w[0] for w in window), sum(w[1] for w in window)
         if step > 2 and n and yes / n <= start / 2:
             return start, step
     return start, None
@@ -83,10 +88,11 @@ def main() -> None:
             trips["entropy<0.75x"] = low[0]
         counts = per_step(run, labels)
         start, fell = fall_step(counts)
+        _, fell2 = fall_step(counts, pool=2)
         rows.append({"run": run.name, "lr": settings.learning_rate, "seed": settings.seed, "steps": len(history),
-                     "start": start, "fell": fell, "counts": counts, "trips": trips})
+                     "start": start, "fell": fell, "fell_pooled": fell2, "counts": counts, "trips": trips})
         names += [n for n in trips if n not in names]
-    print("| run | lr | seed | steps | reader on task, per step | fell (≤ half of steps 1-2) | "
+    print("| run | lr | seed | steps | reader on task, per step | fell: per step (2 steps pooled) | "
           + " | ".join(f"`{n}`" for n in names) + " |")
     print("|" + "---|" * (6 + len(names)))
     for r in rows:
@@ -95,13 +101,15 @@ def main() -> None:
             step = r["trips"].get(n)
             if step is None:
                 cells.append("-")
-            elif r["fell"] is None:
+            elif r["fell"] is None and r["fell_pooled"] is None:
                 cells.append(f"{step} (false alarm)")
             else:
-                cells.append(f"{step} ({r['fell'] - step:+d})")
+                leads = [f"{f - step:+d}" if f is not None else "never" for f in (r["fell"], r["fell_pooled"])]
+                cells.append(f"{step} ({leads[0]} / {leads[1]})")
         seq = ", ".join(f"{y}/{n}" for y, n in r["counts"].values())
-        print(f"| {r['run']} | {r['lr']:g} | {r['seed']} | {r['steps']} | {seq} | "
-              f"{r['fell'] if r['fell'] is not None else 'never'} | " + " | ".join(cells) + " |")
+        fell = " ".join(str(f) if f is not None else "never" for f in (r["fell"], r["fell_pooled"]))
+        print(f"| {r['run']} | {r['lr']:g} | {r['seed']} | {r['steps']} | {seq} | {fell.replace(' ', ' (', 1)}) | "
+              + " | ".join(cells) + " |")
     print()
     print(json.dumps([{k: v for k, v in r.items() if k != "counts"} for r in rows]))
 

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_smoke  # noqa: E402
+import gpu_smoke
 
 gpu_smoke.bootstrap(gpu_smoke.ASSETS)
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-from tether.infra import progress  # noqa: E402
-from tether.judge.evaluator import Evaluator  # noqa: E402
+from tether.infra import progress
+from tether.judge.evaluator import Evaluator
 
 progress.set_enabled(False)
 with tempfile.TemporaryDirectory() as tmp:

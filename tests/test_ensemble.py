@@ -126,6 +126,11 @@ def test_a_served_judge_with_a_gold_constitution_needs_a_gold_model(tmp_path):
                             capture_output=True, text=True, env=ENV, timeout=120)
     assert result.returncode == 2 and "set gold_model" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
+    unreachable = subprocess.run([sys.executable, "-m", "tether.cli", "tune", str(EXAMPLES / "tune_cheerful.yaml"),
+                                  "--set", "judge_model=openai:http://127.0.0.1:9/v1#m", "--set", "gold_constitution=null",
+                                  "--set", f"output_dir={tmp_path / 'r'}"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert unreachable.returncode == 2 and "cannot reach it" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_blend_sweep_runs_on_conversational_prompts(tmp_path, tiny_model_dir, tiny_gemma, tiny_tokenizer):

@@ -33,7 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from tether.errors import TetherError
-from tether.judge.constitution import Constitution, load_constitution, read_chat_template
+from tether.judge.constitution import (
+    Constitution,
+    load_constitution,
+    read_chat_template,
+)
 from tether.judge.evaluator import DEFAULT_MAX_TEXT_TOKENS, Evaluator, LongText
 from tether.judge.prompts import build_probes, text_lead
 from tether.judge.tokens import SafeTokenizer, word_variant_ids
@@ -143,6 +147,13 @@ class RemoteEvaluator(Evaluator):
             return  # a server without /models: the first score says what is wrong
         if served and self.model_name not in served:
             raise TetherError(f"judge server {self.url} serves {', '.join(map(str, served))}, not {self.model_name!r}")
+
+    @classmethod
+    def check(cls, spec: str, timeout: float = 30.0) -> None:
+        """Refuse a malformed `openai:URL#MODEL`, an unreachable server or an unserved model, before a run starts."""
+        probe = cls.__new__(cls)
+        (probe.url, probe.model_name), probe.timeout = parse_remote(spec), timeout
+        probe._check_model()
 
     def _get(self, path: str) -> dict:
         return self._send(urllib.request.Request(self.url + path, method="GET"))

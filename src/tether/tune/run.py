@@ -28,7 +28,7 @@ from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.gold_judge import check_gold, load_gold
-from tether.judge.remote import is_remote, make_evaluator
+from tether.judge.remote import RemoteEvaluator, is_remote, make_evaluator
 from tether.judge.tokens import SafeTokenizer
 from tether.tune.config import TuneConfig
 from tether.tune.gold_reward import GoldReward
@@ -61,6 +61,9 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
     constitution = load_constitution(config.constitution)
     more_constitutions = [load_constitution(j.constitution) for j in config.judges]  # a judge ensemble's others
+    for name in {config.judge_model, *(j.model for j in config.judges if j.model)}:
+        if is_remote(name):  # a served judge is asked now, so a wrong URL leaves no run directory behind
+            RemoteEvaluator.check(name)
     gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
     paid_checked = check_gold(config.gold_reward.path, config.device) if config.gold_reward.weight else None
 
