@@ -27,11 +27,20 @@ class GoldRewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: GoldPath = Field(None, description="the gold folder (or constitution YAML) whose log-odds the term pays")
     weight: float = Field(0.0, ge=0, description="its weight in the reward sum; 0 = off")
+    refit_every: int = Field(0, ge=0, description="refit the gold every N steps on a person's answers to the spot "
+                             "check (needs spot_check.every = N); 0 = never (tune/refit.py)")
+    refit_labels: Path | None = Field(None, description="the labels the first gold was fitted on; each refit adds "
+                                      "the run's answers to them")
+    refit_label: str = Field("good", description="the question the refit gold predicts")
+    refit_features: str = Field("minilm", description="the refit gold's features: minilm or hidden:MODEL")
+    refit_wait: float = Field(3600.0, gt=0, description="seconds to wait for the answers before skipping a round")
 
     @model_validator(mode="after")
     def _path_when_weighted(self):
         if self.weight and self.path is None:
             raise ValueError("gold_reward.weight is set but gold_reward.path is not: name a gold folder")
+        if self.refit_every and not self.weight:
+            raise ValueError("gold_reward.refit_every needs a gold reward to refit: set gold_reward.weight")
         return self
 
 
@@ -190,8 +199,13 @@ class TuneConfig(BaseModel):
             raise ValueError("utility.weight > 0 needs utility.terminals: texts of what you want")
         if self.passage_weight and not self.passages:
             raise ValueError("passage_weight > 0 needs passages: texts (or @files) of what the completions should be about")
-        if not (self.constitution_weight or self.utility.weight or self.passage_weight):
-            raise ValueError("nothing pays: set constitution_weight or utility.weight above 0")
+        if not (self.constitution_weight or self.utility.weight or self.passage_weight or self.gold_reward.weight):
+            raise ValueError("nothing pays: set constitution_weight, utility.weight, passage_weight or "
+                             "gold_reward.weight above 0")
+        every = self.gold_reward.refit_every
+        if every and (not self.spot_check.every or every % self.spot_check.every):
+            raise ValueError(f"gold_reward.refit_every {every} needs the spot check to queue completions at those "
+                             f"steps: set spot_check.every to {every} (or a divisor of it)")
         return self
 
     @model_validator(mode="after")

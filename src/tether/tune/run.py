@@ -129,6 +129,10 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
         paid = load_gold(config.model_copy(update={"gold_constitution": config.gold_reward.path}),
                          paid_checked, shared=shared)
         terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid)))
+        if config.gold_reward.refit_every:  # the person's answers refit it as the run goes (tune/refit.py)
+            from tether.tune.refit import RefitCallback
+
+            callbacks = [*(callbacks or []), RefitCallback(terms[-1].function, config, run)]
     if config.passage_weight:  # the source text's "embedding of an objective" (tether/steer/reward.py)
         from tether.steer.reward import PassageReward
 

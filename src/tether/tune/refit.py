@@ -1,0 +1,79 @@
+"""The source text's loop, in one run: a person labels what the policy writes now, the gold reward is refit, training goes on.
+
+    gold_reward: {path: golds/good, weight: 1.0, refit_every: 5, refit_labels: labels.jsonl}
+    spot_check: {every: 5, k: 8}
+
+Every `refit_every` steps, after the spot check has queued k of the step's completions, the run
+waits (up to `refit_wait` seconds) until a person has answered each of them on the labeling page
+(`tether label RUN/spotcheck.jsonl --out RUN/labels.jsonl`), then fits a new gold on the starting
+labels plus every answer so far (the same fit as `tether gold fit`: grouped cross-validation,
+logistic regression on text features) and pays it from the next step on. Each round is kept
+(RUN/refit/round-N/: the labels it used, and the gold with its cross-validated AUC) and logged as
+a `refit` event with the labels it cost, so a reader of the run can see what each gold knew.
+A round whose answers do not arrive in time is skipped with a warning: a run is never stuck.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tether.infra import jsonl, progress
+from tether.infra.rundir import RunDir
+from tether.watch import spotcheck
+
+
+class RefitCallback(TrainerCallback):
+    def __init__(self, reward, config, run: RunDir, poll_seconds: float = 2.0):
+        self.reward, self.config, self.run, self.poll = reward, config, run, poll_seconds
+        self.rounds = len([e for e in jsonl.read(run.path / "events.jsonl") if e.get("event") == "refit"])
+        self.done_step = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """After the monitor callback's (it queues the spot check in its on_log); once a step."""
+        every = self.config.gold_reward.refit_every
+        if not every or state.global_step % every or state.global_step == self.done_step:
+            return
+        self.done_step = state.global_step
+        step, label = state.global_step, self.config.gold_reward.refit_label
+        queued = [r for r in jsonl.read(self.run.path / spotcheck.QUEUE) if r.get("step") == step]
+        if not queued:
+            return
+        progress.console.print(f"step {step}: waiting for a person's `{label}` answers to {len(queued)} completions "
+                               f"({spotcheck.command(self.run.path)})", highlight=False, soft_wrap=True)
+        deadline = time.monotonic() + self.config.gold_reward.refit_wait
+        while (missing := self._unanswered(queued, label)) and time.monotonic() < deadline:
+            time.sleep(self.poll)
+        if missing:
+            self.run.event("refit_skipped", step=step, unanswered=missing)
+            progress.console.print(f"[yellow]warning:[/] step {step}: {missing} completions unanswered after "
+                                   f"{self.config.gold_reward.refit_wait:g} s; the gold reward is not refit this round")
+            return
+        self._refit(step, label)
+
+    def _unanswered(self, queued: list[dict], label: str) -> int:
+        answered = {(r["source"].get("step"), r["source"].get("prompt"), r["source"].get("completion"))
+                    for r in jsonl.read(self.run.path / spotcheck.LABELS)
+                    if r.get("kind") == "label" and r.get("question") == label and r.get("answer") in ("yes", "no")}
+        return sum((r["step"], r["prompt"], r["completion"]) not in answered for r in queued)
+
+    def _refit(self, step: int, label: str) -> None:
+        from tether.judge.gold_judge import FolderGold
+        from tether.labels.gold import GoldJudge, fit_gold, save_gold
+
+        self.rounds += 1
+        folder = self.run.path / "refit" / f"round-{self.rounds}"
+        folder.mkdir(parents=True, exist_ok=True)
+        start = list(jsonl.read(self.config.gold_reward.refit_labels)) if self.config.gold_reward.refit_labels else []
+        theirs = list(jsonl.read(self.run.path / spotcheck.LABELS))
+        jsonl.rewrite(folder / "labels.jsonl", start + theirs)
+        meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features, device=self.config.device)
+        save_gold(meta, folder / "gold", force=True)
+        self.reward.gold = FolderGold(GoldJudge.load(folder / "gold", device=self.config.device))
+        new = sum(1 for r in theirs if r.get("kind") == "label" and r.get("question") == label)
+        self.run.event("refit", step=step, round=self.rounds, labels=meta["n"], person_labels=new,
+                       cv_auc=meta["cv"]["auc"], gold=str(Path("refit") / f"round-{self.rounds}" / "gold"))
+        progress.console.print(f"step {step}: gold reward refit (round {self.rounds}) on {meta['n']} labels, "
+                               f"{new} of them this run's; cross-validated AUC {meta['cv']['auc']:.2f}", highlight=False)

@@ -1,0 +1,81 @@
+"""The gold reward refit on a person's answers as the run goes (tune/refit.py), on tiny models."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from test_cli import ENV
+
+from tether.labels.gold import fit_gold, save_gold
+from tether.labels.items import Item, item_id
+from tether.labels.store import LabelsFile
+
+
+def person(run: Path, stop: threading.Event) -> None:
+    """Answers each queued completion as it appears, as a person on the labeling page would: good if long."""
+    seen = set()
+    labels = LabelsFile(run / "labels.jsonl")
+    while not stop.is_set():
+        queue = run / "spotcheck.jsonl"
+        for line in (queue.read_text().splitlines() if queue.exists() else []):
+            r = json.loads(line)
+            key = (r["step"], r["prompt"], r["completion"])
+            if key in seen:
+                continue
+            seen.add(key)
+            item = Item(item_id(queue, r["prompt"], r["completion"]), r["prompt"], r["completion"],
+                        {"file": str(queue), "step": r["step"]})
+            labels.add_label(item, "good", "yes" if len(r["completion"]) % 2 else "no", "ana")
+        time.sleep(0.2)
+
+
+def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir, examples_dir):
+    start = LabelsFile(tmp_path / "start.jsonl")
+    for i in range(12):  # 6 prompts, 6 yes and 6 no: enough for the grouped 5-fold fit
+        prompt, completion = f"Story {i % 6} began.", ("a happy day with friends" if i % 2 else "sad rain") + f" {i}"
+        item = Item(item_id(tmp_path / "start.jsonl", prompt, completion), prompt, completion, {"file": "start"})
+        start.add_label(item, "good", "yes" if i % 2 else "no", "ana")
+    save_gold(fit_gold(start.path, "good", "minilm"), tmp_path / "gold")
+    run = tmp_path / "run"
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
+        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
+        "steps": 2, "completions_per_prompt": 4, "max_completion_tokens": 6, "save_every": 1, "lora_rank": 2,
+        "lora_target_modules": ["q_proj"], "base_samples_per_prompt": 2, "output_dir": str(run),
+        "spot_check": {"every": 1, "k": 4},
+        "gold_reward": {"path": str(tmp_path / "gold"), "weight": 1.0, "refit_every": 1,
+                        "refit_labels": str(start.path), "refit_wait": 600},
+    }))
+    stop = threading.Event()
+    answering = threading.Thread(target=person, args=(run, stop), daemon=True)
+    answering.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "tether.cli", "tune", str(config), "-q"], capture_output=True,
+                                text=True, env=ENV, timeout=1200)
+    finally:
+        stop.set()
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    refits = [e for e in events if e["event"] == "refit"]
+    assert [(e["step"], e["round"]) for e in refits] == [(1, 1), (2, 2)]
+    assert [e["person_labels"] for e in refits] == [4, 8] and [e["labels"] for e in refits] == [16, 20]
+    for n in (1, 2):
+        gold = json.loads((run / "refit" / f"round-{n}" / "gold" / "gold.json").read_text())
+        assert gold["n"] == 12 + 4 * n and gold["label"] == "good"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("defense/gold_reward/mean" in m for m in metrics)
+
+
+def test_refit_needs_its_spot_check(tmp_path, tiny_model_dir, examples_dir, capsys):
+    from test_cli import one_line_error
+
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump({
+        "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
+        "gold_reward": {"path": str(examples_dir / "fluent.yaml"), "weight": 1.0, "refit_every": 3}}))
+    one_line_error(capsys, ["tune", str(config)], "needs the spot check")
