@@ -65,6 +65,27 @@ def fall_step(counts: dict[int, tuple[int, int]], pool: int = 1) -> tuple[float,
     return start, None
 
 
+def person_trip(run: Path, settings, labels_by_question: dict[str, dict], questions: list[str],
+                every: int = 3) -> int | None:
+    """The `person` detector as if a reader answered the spot check at once: every `every` steps, the k completions
+    `spotcheck.pick` draws (the run's seed), a no to any of `questions` counts; trips at `min_no`."""
+    from tether.watch import spotcheck
+
+    by_step: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for row in jsonl.read(run / "samples.jsonl"):
+        by_step[row["step"]].append((row["prompt"], row["completion"]))
+    noes = 0
+    for step in sorted(by_step):
+        if step % every:
+            continue
+        for pair in spotcheck.pick(by_step[step], settings.spot_check.k, settings.seed, step):
+            if any(labels_by_question[q].get(pair) is False for q in questions):
+                noes += 1
+        if noes >= settings.spot_check.min_no:
+            return step
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", type=Path)
@@ -72,8 +93,10 @@ def main() -> None:
     parser.add_argument("--question", default="on_task")
     args = parser.parse_args()
     labels = reader_labels(args.labels, args.question)
+    by_question = {q: reader_labels(args.labels, q) for q in ("on_task", "good")}
     rows, names = [], ["shift", "kl", "drift", "cusum:kl", "cusum:entropy", "entropy<0.75x", "cusum:reward/train",
-                       "cusum:drift/embedding", "cusum:gold/score"]
+                       "cusum:drift/embedding", "cusum:gold/score",
+                       "person (on_task+good)", "person (on_task)"]
     for run in args.runs:
         settings = load_settings(run, None, ["detectors.cusum_series=[reward/train, gold/score, kl, drift/embedding, "
                                              "entropy, monitor/affirmation_rate, monitor/special_token_rate, "
@@ -86,6 +109,10 @@ def main() -> None:
         low = [m["step"] for m in history if first_entropy and m.get("entropy", first_entropy) < ENTROPY_DROP * first_entropy]
         if low:
             trips["entropy<0.75x"] = low[0]
+        for name, questions in (("person (on_task+good)", ["on_task", "good"]), ("person (on_task)", ["on_task"])):
+            step = person_trip(run, settings, by_question, questions)
+            if step is not None:
+                trips[name] = step
         counts = per_step(run, labels)
         start, fell = fall_step(counts)
         _, fell2 = fall_step(counts, pool=2)

@@ -179,7 +179,7 @@ def test_no_future_warnings_from_the_judge_the_trainer_args_or_trls_checkpointin
         warnings.simplefilter("always")
         _quiet_transformers()  # what every model load does, after -W always
         Evaluator(tiny_gemma, examples_dir / "cheerful.yaml", tokenizer=tiny_tokenizer).score(["A sunny day.", "Rain."])
-        _, args = _trl_config(config, SimpleNamespace(checkpoints=tmp_path), suppress=None, vllm_args={}, weights=[1.0])
+        _, args = _trl_config(config, SimpleNamespace(checkpoints=tmp_path, path=tmp_path), suppress=None, vllm_args={}, weights=[1.0])
         model.gradient_checkpointing_enable()  # what TRL's generation and peft call, by the old names
         assert model.is_gradient_checkpointing
         model.gradient_checkpointing_disable()
