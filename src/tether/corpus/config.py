@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
-from tether.infra.trackers import Tracker, trackers
+from tether.infra.trackers import ReportTo
 from tether.judge.gold_judge import GoldPath
 
 
@@ -118,13 +118,8 @@ class SftConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="the judge's precision (default: the corpus's); the policy trains in float32"
     )
-    report_to: Tracker | list[Tracker] = Field(
+    report_to: ReportTo = Field(
         "none", description="experiment trackers that get TRL's metrics and the held-out evaluation: tensorboard (RUN/tb), "
         "wandb (offline, RUN/wandb), trackio, a list of them, or none"
     )
 
-    @field_validator("report_to")
-    @classmethod
-    def _known_mix(cls, value):
-        trackers(value)  # `none` alone
-        return value

@@ -74,7 +74,7 @@ def summarize(config: ExperimentConfig) -> Path:
     atomic.write_text(config.output_dir / "summary.md", table)
     done = [r for r in rows if r["status"] == "done"]
     if done:
-        atomic.write_bytes(config.output_dir / "plots.png", _plots(config, done, base))
+        atomic.write_figure(config.output_dir / "plots.png", _plots(config, done, base))
     atomic.write_text(config.output_dir / "index.html", _page(config, table, bool(done)))
     return config.output_dir / "summary.md"
 
@@ -126,9 +126,7 @@ def _table(config: ExperimentConfig, rows: list[dict], base: dict | None) -> str
     return "\n".join(lines) + "\n"
 
 
-def _plots(config: ExperimentConfig, done: list[dict], base: dict | None) -> bytes:
-    import io
-
+def _plots(config: ExperimentConfig, done: list[dict], base: dict | None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,10 +158,7 @@ def _plots(config: ExperimentConfig, done: list[dict], base: dict | None) -> byt
     axes[1].legend(fontsize=8, loc="best")
     fig.suptitle("runs (small) and arm means (large) on the held-out prompts")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def _page(config: ExperimentConfig, table: str, plots: bool) -> str:

@@ -10,7 +10,6 @@ other run with it, and `--jobs N` runs N side by side. The exit code says how it
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tether.errors import TetherError
 

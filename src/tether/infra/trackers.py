@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 from tether.errors import TetherError
 
@@ -28,6 +30,14 @@ def trackers(report_to: str | list[str]) -> list[str]:
     if "none" in names and len(names) > 1:
         raise ValueError(f"report_to: none cannot be combined with {', '.join(n for n in names if n != 'none')}")
     return list(dict.fromkeys(n for n in names if n != "none"))
+
+
+def _mix(value):
+    trackers(value)  # `none` alone
+    return value
+
+
+ReportTo = Annotated[Tracker | list[Tracker], AfterValidator(_mix)]  # the configs' report_to field
 
 
 def check_installed(report_to: str | list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
-from tether.infra.trackers import Tracker, trackers
+from tether.infra.trackers import ReportTo
 from tether.judge.gold_judge import GoldPath
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
@@ -167,16 +167,11 @@ class TuneConfig(BaseModel):
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
-    report_to: Tracker | list[Tracker] = Field(
+    report_to: ReportTo = Field(
         "none", description="experiment trackers that get TRL's and tether's metrics each step: tensorboard (RUN/tb), "
         "wandb (offline, RUN/wandb), trackio, a list of them, or none"
     )
 
-    @field_validator("report_to")
-    @classmethod
-    def _known_mix(cls, value):
-        trackers(value)  # `none` alone
-        return value
 
     @field_validator("passages")
     @classmethod
