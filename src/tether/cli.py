@@ -363,12 +363,11 @@ def label(
 app.command()(agreement)
 app.add_typer(gold_app, name="gold")
 # Commands that live in their own files (cli_*.py), each adding itself with `register(app)`.
-from tether.cli_experiment import register as _register_experiment  # noqa: E402
-_register_experiment(app)
-from tether.cli_serve import register as _register_serve  # noqa: E402
-_register_serve(app)
-from tether.cli_steer import register as _register_steer  # noqa: E402
-_register_steer(app)
+from tether import cli_experiment, cli_serve, cli_steer  # noqa: E402
+
+for _more in (cli_experiment, cli_serve, cli_steer):
+    _more.register(app)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a `TetherError` or a command-line mistake becomes one line on stderr and exit code 2."""
