@@ -109,7 +109,7 @@ CASES = [
     Case("score-texts-text-a-number", S + ["t.jsonl"], "line 1: `text` must be a string, got int",
          files={"t.jsonl": '{"text": 5}\n'}),
     Case("score-texts-no-text-field", S + ["t.jsonl"], "line 1: no `text` field", files={"t.jsonl": '{"body": "x"}\n'}),
-    Case("score-texts-prompt-not-string", S + ["t.jsonl"], "`prompt` and `completion` must be strings",
+    Case("score-texts-prompt-not-string", S + ["t.jsonl"], "`prompt` (a string or a list of messages) and `completion` (a string) must be given",
          files={"t.jsonl": '{"prompt": 1, "completion": "x"}\n'}),
     Case("score-texts-empty-text", S + ["t.jsonl"], "line 1: the text is empty", files={"t.jsonl": '{"text": "  "}\n'}),
     Case("score-texts-empty-file", S + ["e.txt"], "e.txt: no texts found", files={"e.txt": ""}),
