@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from tether.infra import jsonl
+from tether.labels.agreement import read_labels
 from tether.watch.replay import fill_shift, first_trips, history_of, load_settings
 
 ENTROPY_DROP = 0.75
 
 
 def reader_labels(files: list[Path], question: str) -> dict[tuple[str, str], bool]:
-    """(prompt, completion) -> the readers' majority yes, latest answer per reader; ties and skips left out."""
-    latest: dict[tuple, str] = {}
+    """(prompt, completion) -> yes?, read with the one labels reader (latest answer per person, majority), joined by text."""
+    out: dict[tuple[str, str], bool] = {}
     for file in files:
-        for r in jsonl.read(file):
-            if r.get("kind") == "label" and r.get("question") == question and r.get("answer") in ("yes", "no"):
-                src = r["source"]
-                latest[src["prompt"], src["completion"], r["who"]] = r["answer"]
-    votes: dict[tuple, Counter] = defaultdict(Counter)
-    for (prompt, completion, _), answer in latest.items():
-        votes[prompt, completion][answer] += 1
-    return {k: c["yes"] > c["no"] for k, c in votes.items() if c["yes"] != c["no"]}
+        labels = read_labels(file)
+        for item, yes in labels.answers.get(question, {}).items():
+            source = labels.sources[item]
+            out[source["prompt"], source["completion"]] = yes
+    return out
 
 
 def per_step(run: Path, labels: dict) -> dict[int, tuple[int, int]]:
