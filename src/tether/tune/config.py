@@ -26,6 +26,11 @@ class GoldRewardConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: GoldPath = Field(None, description="the gold folder (or constitution YAML) whose log-odds the term pays")
+    also: list[GoldPath] = Field(default_factory=list, description="more gold folders paid beside `path`, summed "
+                                 "(e.g. on_task and cheerful fitted apart); relative to the working directory")
+    shape: Literal["raw", "log_sigmoid"] = Field("raw", description="what each gold pays: raw log-odds, or "
+                                                 "log_sigmoid = log P(yes), so the sum over golds is log of "
+                                                 "the product of their probabilities (bounded above by 0)")
     weight: float = Field(0.0, ge=0, description="its weight in the reward sum; 0 = off")
     refit_every: int = Field(0, ge=0, description="refit the gold every N steps on a person's answers to the spot "
                              "check (needs spot_check.every = N); 0 = never (tune/refit.py)")
@@ -41,6 +46,8 @@ class GoldRewardConfig(BaseModel):
             raise ValueError("gold_reward.weight is set but gold_reward.path is not: name a gold folder")
         if self.refit_every and not self.weight:
             raise ValueError("gold_reward.refit_every needs a gold reward to refit: set gold_reward.weight")
+        if self.refit_every and self.also:
+            raise ValueError("gold_reward.refit_every refits one gold: leave gold_reward.also empty")
         return self
 
 

@@ -71,7 +71,7 @@ class RefitCallback(TrainerCallback):
         jsonl.rewrite(folder / "labels.jsonl", start + theirs)
         meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features, device=self.config.device)
         save_gold(meta, folder / "gold", force=True)
-        self.reward.gold = FolderGold(GoldJudge.load(folder / "gold", device=self.config.device))
+        self.reward.golds[0] = FolderGold(GoldJudge.load(folder / "gold", device=self.config.device))
         new = sum(1 for r in theirs if r.get("kind") == "label" and r.get("question") == label)
         self.run.event("refit", step=step, round=self.rounds, labels=meta["n"], person_labels=new,
                        cv_auc=meta["cv"]["auc"], gold=str(Path("refit") / f"round-{self.rounds}" / "gold"))

@@ -21,9 +21,14 @@ from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks, trackers
-from tether.infra.models import checkpointing_args, load_causal_lm, load_embedder, resolve_device
-from tether.infra.rundir import RunDir
 from tether.infra.generate import check_chat_policy
+from tether.infra.models import (
+    checkpointing_args,
+    load_causal_lm,
+    load_embedder,
+    resolve_device,
+)
+from tether.infra.rundir import RunDir
 from tether.infra.texts import read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
@@ -65,7 +70,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
         if is_remote(name):  # a served judge is asked now, so a wrong URL leaves no run directory behind
             RemoteEvaluator.check(name)
     gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
-    paid_checked = check_gold(config.gold_reward.path, config.device) if config.gold_reward.weight else None
+    paid_checked = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
+                    ] if config.gold_reward.weight else []
 
     # --- run directory: written by the main process only ---------------------------------
     run = RunDir(config.output_dir)
@@ -126,9 +132,9 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                                       limits=config.detectors.limits())
         terms.append(RewardTerm("utility", config.utility.weight, utility))
     if config.gold_reward.weight:  # the person's labels, fitted, paid (tune/gold_reward.py)
-        paid = load_gold(config.model_copy(update={"gold_constitution": config.gold_reward.path}),
-                         paid_checked, shared=shared)
-        terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid)))
+        paid = [load_gold(config.model_copy(update={"gold_constitution": p}), checked, shared=shared)
+                for p, checked in zip([config.gold_reward.path, *config.gold_reward.also], paid_checked)]
+        terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid, config.gold_reward.shape)))
         if config.gold_reward.refit_every:  # the person's answers refit it as the run goes (tune/refit.py)
             from tether.tune.refit import RefitCallback
 
