@@ -24,7 +24,13 @@ from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
 from tether.infra import atomic, progress, trackers
 from tether.infra.generate import Generator, independent, load_policy, no_chat_template
-from tether.infra.models import checkpointing_args, load_adapter, load_causal_lm, resolve_device
+from tether.infra.models import (
+    checkpointing_args,
+    load_adapter,
+    load_causal_lm,
+    precision_args,
+    resolve_device,
+)
 from tether.infra.rundir import RunDir
 from tether.infra.seeds import item_seed
 from tether.infra.texts import plain_text, read_prompts
@@ -90,6 +96,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
             learning_rate=config.learning_rate, max_length=config.max_length, logging_steps=1, save_strategy="epoch",
             seed=config.seed, use_cpu=device.type == "cpu",
             **checkpointing_args(SFTConfig),  # TRL's default, by the name this transformers knows
+            **precision_args(device),  # never TRL's default bf16 autocast on a CPU (10x slower there)
             **trackers.trl_args(config.report_to, run.path),
         ),
         train_dataset=Dataset.from_list([training_pair(e) for e in examples]),
