@@ -13,6 +13,10 @@ trip step (positive: the detector fired first). A detector that fires on a run t
 is a false alarm. Baselines beside tether's detectors: TRL's KL (the `kl` threshold and
 `cusum:kl`) and TRL's entropy (`cusum:entropy`, and entropy below 0.75 x its step-1 value).
 Writes the markdown table to stdout.
+
+With `--gold DIR` (a gold fitted to a person's labels by `tether gold fit`, e.g. examples/golds/
+cheerful_eval_on_task) in place of `--labels`, every completion is labeled by that gold (score > 0:
+yes), for runs nobody has read, such as an experiment's (`RUN/runs/*`); the `person` rows are then left out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def reader_labels(files: list[Path], question: str) -> dict[tuple[str, str], boo
             source = labels.sources[item]
             out[source["prompt"], source["completion"]] = yes
     return out
+
+
+def gold_labels(runs: list[Path], gold_dir: Path) -> dict[tuple[str, str], bool]:
+    """(prompt, completion) -> the gold's yes (log-odds > 0), for every completion of the runs."""
+    from tether.labels.gold import GoldJudge
+
+    gold = GoldJudge.load(gold_dir)
+    pairs = sorted({(r["prompt"], r["completion"]) for run in runs for r in jsonl.read(run / "samples.jsonl")})
+    scores = gold.score([p for p, _ in pairs], [c for _, c in pairs])
+    return {pair: bool(score > 0) for pair, score in zip(pairs, scores)}
 
 
 def per_step(run: Path, labels: dict) -> dict[int, tuple[int, int]]:
@@ -87,14 +101,18 @@ def person_trip(run: Path, settings, labels_by_question: dict[str, dict], questi
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--labels", action="append", type=Path, required=True)
+    parser.add_argument("--labels", action="append", type=Path)
+    parser.add_argument("--gold", type=Path, help="label by this fitted gold instead of a reader's labels")
     parser.add_argument("--question", default="on_task")
     args = parser.parse_args()
-    labels = reader_labels(args.labels, args.question)
-    by_question = {q: reader_labels(args.labels, q) for q in ("on_task", "good")}
+    if bool(args.labels) == bool(args.gold):
+        parser.error("give --labels (a reader's) or --gold (a gold fitted to them), not both")
+    labels = reader_labels(args.labels, args.question) if args.labels else gold_labels(args.runs, args.gold)
+    by_question = {q: reader_labels(args.labels, q) for q in ("on_task", "good")} if args.labels else None
     rows, names = [], ["shift", "kl", "drift", "cusum:kl", "cusum:entropy", "entropy<0.75x", "cusum:reward/train",
-                       "cusum:drift/embedding", "cusum:gold/score",
-                       "person (on_task+good)", "person (on_task)"]
+                       "cusum:drift/embedding", "cusum:gold/score"]
+    if by_question:
+        names += ["person (on_task+good)", "person (on_task)"]
     for run in args.runs:
         settings = load_settings(run, None, ["detectors.cusum_series=[reward/train, gold/score, kl, drift/embedding, "
                                              "entropy, monitor/affirmation_rate, monitor/special_token_rate, "
@@ -108,6 +126,8 @@ def main() -> None:
         if low:
             trips["entropy<0.75x"] = low[0]
         for name, questions in (("person (on_task+good)", ["on_task", "good"]), ("person (on_task)", ["on_task"])):
+            if by_question is None:
+                break
             step = person_trip(run, settings, by_question, questions)
             if step is not None:
                 trips[name] = step
@@ -117,7 +137,7 @@ def main() -> None:
         rows.append({"run": run.name, "lr": settings.learning_rate, "seed": settings.seed, "steps": len(history),
                      "start": start, "fell": fell, "fell_pooled": fell2, "counts": counts, "trips": trips})
         names += [n for n in trips if n not in names]
-    print("| run | lr | seed | steps | reader on task, per step | fell: per step (2 steps pooled) | "
+    print("| run | lr | seed | steps | on task (reader or gold), per step | fell: per step (2 steps pooled) | "
           + " | ".join(f"`{n}`" for n in names) + " |")
     print("|" + "---|" * (6 + len(names)))
     for r in rows:
