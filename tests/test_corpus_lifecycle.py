@@ -151,7 +151,8 @@ def test_two_rounds_of_sft_keep_the_adapter_chain(tmp_path, tiny_model_dir, exam
     judge = Evaluator(judge_model, load_constitution(mine), tokenizer=judge_tokenizer)
     redrawn = HeldOut(judge, PROMPTS[:2], config, SftConfig(**sft))(two, tokenizer, "again")
     assert [r["completion"] for r in redrawn] == [r["completion"] for r in evals[1]["samples"]["after"]]
-    assert [r["completion"] for r in redrawn] != [r["completion"] for r in evals[1]["samples"]["before"]]
+    # (that round 2 changed the model is the logits check above: with 4 seeded draws from a tiny random model, the
+    # drawn texts may or may not change with it, depending on the precision the trainer ran in)
 
 
 # --- 3. tree search returns exactly N leaves ---------------------------------------------------------
