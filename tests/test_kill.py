@@ -22,7 +22,7 @@ from tether.defenses.utility import ValueStore
 from tether.infra import jsonl
 from tether.infra.rundir import RunDir
 
-STEPS, SAVE_EVERY, BATCH = 6, 2, 4
+STEPS, SAVE_EVERY, BATCH = 12, 2, 4  # long enough for every kill of PLAN to land (a float32 step is fast)
 PLAN = ["metrics", "checkpoint", "trainer_state", "delay", "metrics", "checkpoint", "delay"]
 
 
