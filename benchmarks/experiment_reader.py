@@ -20,20 +20,14 @@ from pathlib import Path
 
 from tether.experiment.stats import mean_ci, paired, win_rate
 from tether.infra import jsonl
-from tether.labels.agreement import read_labels
+from detector_person import reader_labels  # run as a script: benchmarks/ is on the path
 
 QUESTIONS = ("on_task", "cheerful", "good")
 
 
 def labels_by_text(files: list[Path]) -> dict[str, dict[tuple[str, str], bool]]:
-    out: dict[str, dict[tuple[str, str], bool]] = {q: {} for q in QUESTIONS}
-    for file in files:
-        labels = read_labels(file)
-        for q in QUESTIONS:
-            for item, yes in labels.answers.get(q, {}).items():
-                source = labels.sources[item]
-                out[q][source["prompt"], source["completion"]] = yes
-    return out
+    """question -> (prompt, completion) -> yes, read as the detectors' table reads them."""
+    return {q: reader_labels(files, q) for q in QUESTIONS}
 
 
 def answers(samples: Path, labels: dict) -> dict[str, dict[tuple[int, int], bool]]:
