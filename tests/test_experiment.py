@@ -26,6 +26,8 @@ def test_statistics_on_known_inputs():
     d = paired([3.0, 5.0, 4.0], [1.0, 2.0, 3.0])  # differences 2, 3, 1
     assert d.mean == 2 and math.isclose(d.p, 0.07417990, rel_tol=1e-5)  # scipy's one-sample t on (2, 3, 1)
     assert paired([1.0, 1.0], [1.0, 1.0]).p == 1.0
+    same = paired([1.5, 2.5], [1.0, 2.0])  # +0.5 twice: no spread is not certainty
+    assert same.p is None and same.low == float("-inf") and same.text(2) == "+0.50"
     w = win_rate(8, 2, 0)  # Wilson 95% interval of 8/10: [0.4902, 0.9433]
     assert w.mean == 0.8 and math.isclose(w.low, 0.4902, abs_tol=1e-3) and math.isclose(w.high, 0.9433, abs_tol=1e-3)
     assert math.isclose(w.p, 0.109375)  # two-sided sign test, 8 of 10

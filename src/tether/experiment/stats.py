@@ -52,8 +52,9 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Estim
     estimate = mean_ci(d, level)
     if len(d) < 2:
         return estimate
-    if np.all(d == d[0]):  # no spread: the test is undefined; exact 0 differences are no evidence either way
-        return Estimate(estimate.mean, estimate.mean, estimate.mean, len(d), 1.0 if d[0] == 0 else 0.0)
+    if np.all(d == d[0]):  # no spread: t is undefined. Two seeds that moved a count by the same amount are a
+        # coincidence of discrete data, not certainty: the interval is unknown, no p (exact 0 differences: p 1)
+        return Estimate(estimate.mean, float("-inf"), float("inf"), len(d), 1.0 if d[0] == 0 else None)
     return Estimate(estimate.mean, estimate.low, estimate.high, len(d), float(stats.ttest_1samp(d, 0.0).pvalue))
 
 
