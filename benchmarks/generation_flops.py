@@ -6,6 +6,11 @@ Variants, interleaved round after round so they share the machine's load: TRL's 
 train mode, LoRA unmerged, tether's suppressed special tokens), and the same without suppression, and in eval
 mode. FLOP limit = 2 x non-embedding params x tokens run (prompt once per row,
 then each new token) + 2 x vocab x hidden per position whose logits are sampled.
+
+Memory limit: each new token of a batch of n rows runs every weight once, so a decoding step reads all
+non-embedding weights (decoder and vocabulary head, float32) from memory whatever n is; at n = 8 that is
+about 1 GB a token for the embedded Gemma, against ~4 GFLOP of work, so the bound that binds is memory
+bandwidth (measured here as the rate of summing a 1 GiB tensor), not the matmul peak.
 """
 
 from __future__ import annotations
@@ -61,12 +66,20 @@ def main() -> None:
     torch.matmul(a, b)
     t = min(_t(lambda: torch.matmul(a, b)) for _ in range(3))
     peak = 2 * 2048**3 / t
+    big = torch.ones(256 * 2**20)  # 1 GiB of float32
+    big.sum()
+    bandwidth = 4 * big.numel() / min(_t(lambda: big.sum()) for _ in range(3))
+    weight_bytes = 4 * (params + cfg.vocab_size * cfg.hidden_size)  # decoder + head, read once per decoding step
+    memory_limit = weight_bytes * args.tokens / bandwidth
     print(f"{args.n} x {args.tokens} tokens, prompt {p} tokens; FLOP limit {flops / 1e9:.0f} GFLOP = "
           f"{flops / peak:.2f} s at this machine's fp32 matmul peak ({peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} "
           f"threads); load average {os.getloadavg()[0]:.1f}")
-    print("| variant | median s | x the FLOP limit |\n|---|---:|---:|")
+    print(f"memory limit: {weight_bytes / 1e9:.2f} GB of weights read per decoding step x {args.tokens} steps at "
+          f"{bandwidth / 1e9:.1f} GB/s (a 1 GiB sum) = {memory_limit:.2f} s")
+    print("| variant | median s | x the FLOP limit | x the memory limit |\n|---|---:|---:|---:|")
     for n in names:
-        print(f"| {n} | {np.median(seconds[n]):.2f} | {np.median(seconds[n]) / (flops / peak):.1f} |")
+        m = np.median(seconds[n])
+        print(f"| {n} | {m:.2f} | {m / (flops / peak):.1f} | {m / memory_limit:.1f} |")
 
 
 def _t(fn) -> float:
