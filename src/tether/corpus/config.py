@@ -82,7 +82,7 @@ class SampleConfig(BaseModel):
     # --- the run ------------------------------------------------------------------------
     seed: int = Field(0, description="seed for sampling")
     output_dir: Path = Field(Path("corpus/cheerful"), description="the corpus directory")
-    judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+    judge_batch_size: int = Field(16, ge=1, description="texts per judge forward pass")
     device: str = Field(
         "auto", pattern=DEVICE_PATTERN, description="where the policy and judges run: auto (CUDA when present), cpu, cuda or cuda:N"
     )

@@ -140,7 +140,7 @@ class Evaluator:
         combine: str | None = None,
         softmin_temperature: float | None = None,
         with_negations: bool = False,
-        batch_size: int = 8,
+        batch_size: int = 16,
         long_text: LongText = "truncate_left",
         max_text_tokens: int | None = None,
         trust_remote_code: bool = False,

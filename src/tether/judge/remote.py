@@ -192,7 +192,7 @@ def _logsumexp(values: list[float]) -> float:
     return peak + math.log(sum(math.exp(v - peak) for v in values))
 
 
-def make_evaluator(model: str, constitution, *, device: str = "auto", dtype: str = "float32", batch_size: int = 8,
+def make_evaluator(model: str, constitution, *, device: str = "auto", dtype: str = "float32", batch_size: int = 16,
                    shared: tuple | None = None, top_k: int = 20, **kwargs) -> Evaluator:
     """A local `Evaluator` for a model name, or a `RemoteEvaluator` (asking `top_k`) for `openai:URL#MODEL`.
 

@@ -168,7 +168,7 @@ class TuneConfig(BaseModel):
     seed: int = Field(0, description="seed for sampling, LoRA initialisation and data order")
     output_dir: Path = Field(Path("runs/cheerful"), description="the run directory")
     save_every: int = Field(10, ge=1, description="save a LoRA checkpoint every N steps (and at the end)")
-    judge_batch_size: int = Field(8, ge=1, description="texts per judge forward pass")
+    judge_batch_size: int = Field(16, ge=1, description="texts per judge forward pass")
     device: str = Field(
         "auto", pattern=DEVICE_PATTERN,
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
