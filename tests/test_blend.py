@@ -18,6 +18,7 @@ from tether.defenses.blend import Blend, find_tuned
 from tether.defenses.sweep import pareto_front, recommend, sweep_blends, token_kl
 from tether.errors import TetherError
 from tether.infra.generate import Branch, Generator, independent
+from tether.infra.models import fast_cpu_head
 from tether.watch.detectors import DetectorConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -31,7 +32,10 @@ def logits(model):
 
 
 def load(folder):
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    """The model as tether's loader leaves it (its CPU vocabulary head included), for exact comparisons."""
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    fast_cpu_head(model)
+    return model
 
 
 @pytest.fixture(scope="module")
