@@ -127,7 +127,7 @@ def fast_cpu_head(model) -> None:
 def _transposed_head_forward(self, x):
     import torch
 
-    if torch.is_grad_enabled() or x.dim() == 0:
+    if torch.is_grad_enabled():
         return torch.nn.functional.linear(x, self.weight)
     flat = x.reshape(-1, x.shape[-1])
     return (self.weight @ flat.T).T.contiguous().reshape(*x.shape[:-1], self.weight.shape[0])
