@@ -126,6 +126,33 @@ def test_a_grid_end_to_end_with_a_failure_resume_and_pairs(grid):
     won = sum(1 for n in range(len(shown)) if n % 4)
     assert f"| plain | {len(shown)} | {won / len(shown):.2f} [" in (out / "summary.md").read_text()
 
+    # An arm `of` another evaluates that arm's runs without tuning. choose: best takes the last checkpoint before
+    # the first detector trip (plain seed 0 is given one at step 2: checkpoint-1), the final adapter when none fired
+    # (seed 1: the same model and seed draw the same texts as plain's own evaluation).
+    from tether.experiment.evaluate import choose_best
+    from tether.infra import jsonl
+
+    run = out / "runs" / "plain-s0"
+    assert choose_best(run) == (None, 1.0, {"model": "final", "first_trip": None})
+    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 2, "detectors": []}])
+    stamp = (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns
+    later = experiment(config, "--set", "arms.plain_best.of=plain", "--set", "arms.plain_best.choose=best", env=env)
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert "4 done, 2 to run" in later.stderr
+    read = lambda folder: [json.loads(line)["completion"] for line in (folder / "eval" / "samples.jsonl").read_text().splitlines()]
+    results = {}
+    for seed in (0, 1):
+        own = out / "runs" / f"plain_best-s{seed}"
+        assert sorted(p.name for p in own.iterdir()) == ["eval"]  # nothing tuned here
+        results[seed] = json.loads((own / "eval" / "result.json").read_text())
+        assert results[seed]["of"] == "plain" and results[seed]["samples"] == 4
+    assert results[0]["model"] == "checkpoint-1" and results[0]["model_step"] == 1 and results[0]["first_trip"] == 2
+    assert results[1]["model"] == "final" and read(out / "runs" / "plain_best-s1") == read(out / "runs" / "plain-s1")
+    assert (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+    rows = {(r["arm"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert rows["plain_best", 0]["steps"] == rows["plain", 0]["steps"] == 2  # the source run's training summary
+    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 1, "detectors": []}])  # the first trip counts
+    assert choose_best(run) == (None, 0.0, {"model": "base", "first_trip": 1})
 
 def test_bad_experiment_configs_are_one_line(capsys, monkeypatch, grid):
     config, out, env = grid
@@ -135,7 +162,10 @@ def test_bad_experiment_configs_are_one_line(capsys, monkeypatch, grid):
              (["--set", "arms.plain.set.stepz=3"], "stepz"),
              (["--set", "arms.plain.set.seed=3"], "seed and output_dir are the experiment's"),
              (["--set", "golds=[python:nomodule:f]"], "nomodule"),
-             (["--set", "eval_prompts=missing.txt"], "eval_prompts")]
+             (["--set", "eval_prompts=missing.txt"], "eval_prompts"),
+             (["--set", "arms.late.of=plian"], "'plian' is not an arm that tunes"),
+             (["--set", "arms.late.of=plain", "--set", "arms.late.set.kl_coef=1"], "cannot also set kl_coef"),
+             (["--set", "arms.late.choose=worst"], "late.choose")]
     for args, expected in cases:
         one_line_error(capsys, ["experiment", str(config), *args], expected)
     assert not (out / "runs").exists()  # refused before anything ran

@@ -5,16 +5,21 @@
     seeds: [0, 1, 2]
     arms:
       plain: {}
-      early_stop: {set: {on_hack: stop}}
+      early_stop: {set: {on_hack: stop, save_every: 1}, choose: best}
       embedding_kl: {set: {embedding_kl: {coef: 5}}}
-      blend: {choose: blend}
+      blend: {of: plain, choose: blend}
     eval_prompts: prompts_heldout.txt
     golds: [golds/good_hidden, fluent.yaml]
 
 An arm's `set` is a tune config overlay (nested mappings, as in the YAML); `choose` says which
-model of the run is evaluated: `final` (the last adapter, or the one at an early stop), or `blend`
+model of the run is evaluated: `final` (the last adapter, or the one at an early stop), `blend`
 (the blend sweep's recommended A on the run's own training prompts and gold, never the held-out
-evaluation's golds: no arm chooses its settings by peeking at what ranks it).
+evaluation's golds: no arm chooses its settings by peeking at what ranks it), or `best` (the last
+checkpoint saved before the first detector trip, as `on_hack: stop` marks it; the base model when
+a detector fired before any checkpoint; the final adapter when none fired).
+
+An arm with `of: ARM` tunes nothing: it evaluates another model of ARM's runs (same seeds), so a
+defense that only chooses or blends a model (`blend`, `best`) costs an evaluation, not a tune.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 class Arm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     set: dict = Field(default_factory=dict, description="tune config fields this arm changes (nested, as in the YAML)")
-    choose: Literal["final", "blend"] = Field(
-        "final", description="the model evaluated: final (last adapter; the stop point under on_hack: stop) or blend "
-        "(the blend sweep's recommended A, chosen on the run's training prompts and its own gold)")
+    choose: Literal["final", "blend", "best"] = Field(
+        "final", description="the model evaluated: final (last adapter; the stop point under on_hack: stop), blend "
+        "(the blend sweep's recommended A, chosen on the run's training prompts and its own gold) or best (the last "
+        "checkpoint before the first detector trip; the base model if none was saved before it; final if none fired)")
     blend_alphas: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], min_length=2,
                                       description="the A values the blend sweep tries (choose: blend)")
+    of: str | None = Field(None, description="another arm whose runs this one evaluates instead of tuning its own "
+                           "(with `choose`: blend or best); `set` must then be empty")
 
 
 class ExperimentConfig(BaseModel):
@@ -63,6 +71,15 @@ class ExperimentConfig(BaseModel):
         for name in arms:
             if not re.match(NAME, name) or name == "base":
                 raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not 'base' (the untuned model)")
+        for name, arm in arms.items():
+            if arm.of is None:
+                continue
+            if arm.of not in arms or arms[arm.of].of is not None:
+                raise ValueError(f"arm {name}: of: {arm.of!r} is not an arm that tunes (one of "
+                                 f"{', '.join(a for a in arms if arms[a].of is None)})")
+            if arm.set:
+                raise ValueError(f"arm {name}: of: {arm.of} evaluates that arm's runs; it cannot also set "
+                                 f"{', '.join(arm.set)} (make it an arm of its own)")
         return arms
 
     @field_validator("seeds")
@@ -79,6 +96,10 @@ class ExperimentConfig(BaseModel):
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.output_dir / "runs" / f"{arm}-s{seed}"
 
+    def tuned_dir(self, arm: str, seed: int) -> Path:
+        """Where the model an arm evaluates was tuned: its own run, or its `of` arm's."""
+        return self.run_dir(self.arms[arm].of or arm, seed)
+
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     from tether.infra.config import load_config
@@ -94,7 +115,8 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
         golds.append(gold)
     config = config.model_copy(update={"golds": golds})
     for arm in config.arms:
-        tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
+        if config.arms[arm].of is None:
+            tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
     return config
 
 

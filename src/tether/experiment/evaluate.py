@@ -75,8 +75,12 @@ def score_golds(config: ExperimentConfig, settings, samples: list[dict]) -> None
             s[gold_key(spec)] = float(v)
 
 
-def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, settings_seed: int | None = None) -> dict:
-    """The sweep at one A on the held-out prompts, the golds added; writes out/result.json and out/samples.jsonl."""
+def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, model: Path | None = None,
+             chosen: dict | None = None) -> dict:
+    """The sweep at one A on the held-out prompts, the golds added; writes out/result.json and out/samples.jsonl.
+
+    `model`: a checkpoint of the run to blend instead of its final adapter; `chosen`: what was evaluated and why,
+    kept in the result."""
     from tether.defenses.sweep import sweep_blends
     from tether.infra.rundir import RunDir
     from tether.tune.config import TuneConfig
@@ -85,7 +89,7 @@ def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, s
     if shared.exists() and not (out / "base_samples.jsonl").exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, out / "base_samples.jsonl")
-    sweep = sweep_blends(run_dir, [alpha], prompts=config.eval_prompts, completions=config.eval_completions,
+    sweep = sweep_blends(model or run_dir, [alpha], prompts=config.eval_prompts, completions=config.eval_completions,
                          out=out, seed=config.eval_seed)
     samples = list(jsonl.read(out / "samples.jsonl"))
     settings = RunDir(run_dir).settings(TuneConfig, output_dir=run_dir)
@@ -96,9 +100,26 @@ def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, s
     row = sweep.rows[0]
     result = {k: row[k] for k in MEASURES if k in row}
     result.update({gold_key(g): float(np.mean([s[gold_key(g)] for s in samples])) for g in config.golds})
-    result.update({"alpha": alpha, "samples": len(samples)})
+    result.update({"alpha": alpha, "samples": len(samples), **(chosen or {})})
     atomic.write_json(out / "result.json", result)
     return result
+
+
+def choose_best(run_dir: Path) -> tuple[Path | None, float, dict]:
+    """`choose: best`: (checkpoint or None for the final adapter, A, what was chosen) for a finished run.
+
+    The last checkpoint saved before the first detector trip, the one `on_hack: stop` marks `best`; A = 0 (the base
+    model) when a detector fired before any checkpoint was saved; the final adapter when none fired."""
+    from tether.infra.rundir import RunDir
+
+    run = RunDir(run_dir)
+    trip = run.first_trip()
+    if trip is None:
+        return None, 1.0, {"model": "final", "first_trip": None}
+    saved = run.checkpoint_before(trip)
+    if saved is None:
+        return None, 0.0, {"model": "base", "first_trip": trip}
+    return saved[1], 1.0, {"model": saved[1].name, "model_step": saved[0], "first_trip": trip}
 
 
 def evaluate_base(config: ExperimentConfig, any_run: Path) -> dict:

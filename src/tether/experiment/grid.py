@@ -3,7 +3,7 @@
 A run is *done* when its evaluation is written (runs/ARM-sSEED/eval/result.json); a rerun of the
 experiment skips done runs, resumes unfinished ones from their last checkpoint, and retries failed
 ones. A failure is recorded in failures.jsonl (exit code, the log's last lines) and the grid goes
-on. Each worker's output goes to logs/ARM-sSEED.log. Progress: runs done, running and left, and
+on. An arm with `of:` starts after its source run. Each worker's output goes to logs/ARM-sSEED.log. Progress: runs done, running and left, and
 an estimate of the time left from the runs finished so far.
 """
 
@@ -50,8 +50,13 @@ def run_grid(config_path: Path, config: ExperimentConfig, overrides: list[str] =
     progress.console.print(f"experiment {config.output_dir}: {total} runs, {finished} done, {len(todo)} to run, "
                            f"{jobs} at a time", highlight=False)
     while todo or running:
-        while todo and len(running) < jobs:
-            arm, seed = todo.pop(0)
+        while len(running) < jobs:
+            waiting = {(j.arm, j.seed) for j in running} | set(todo)
+            ready = [r for r in todo if (config.arms[r[0]].of, r[1]) not in waiting]  # `of` arms after their source
+            if not ready:
+                break
+            arm, seed = ready[0]
+            todo.remove((arm, seed))
             log = logs / f"{arm}-s{seed}.log"
             handle = open(log, "ab")
             process = subprocess.Popen([sys.executable, "-m", "tether.experiment.worker", str(config_path), arm, str(seed),

@@ -37,8 +37,9 @@ def collect(config: ExperimentConfig) -> tuple[list[dict], dict | None]:
     for (arm, seed), state in status(config).items():
         folder = config.run_dir(arm, seed)
         row = {"arm": arm, "seed": seed, "status": state, "run": str(folder)}
-        if (folder / "finished.json").exists():
-            done = json.loads((folder / "finished.json").read_text())
+        tuned = config.tuned_dir(arm, seed)
+        if (tuned / "finished.json").exists():
+            done = json.loads((tuned / "finished.json").read_text())
             trips = done.get("detector_trips") or []
             row.update({"steps": done.get("steps"), "stopped_early": done.get("stopped_early"),
                         "first_trip": min((t.get("step") for t in trips if isinstance(t, dict)), default=None)})

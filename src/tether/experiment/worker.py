@@ -16,29 +16,37 @@ from tether.errors import TetherError
 
 def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
     from tether.experiment.config import load_experiment, tune_config
-    from tether.experiment.evaluate import evaluate, evaluate_base
+    from tether.experiment.evaluate import choose_best, evaluate, evaluate_base
     from tether.infra import progress
     from tether.infra.rundir import RunDir
-    from tether.tune.run import run_tune
 
     config = load_experiment(path, list(overrides))
-    run_dir = config.run_dir(arm, seed)
-    result_file = run_dir / "eval" / "result.json"
+    own, tuned = config.run_dir(arm, seed), config.tuned_dir(arm, seed)
+    result_file = own / "eval" / "result.json"
     if result_file.exists():
         import json
 
         return json.loads(result_file.read_text())
-    run = RunDir(run_dir)
-    if not run.is_finished():
-        progress.console.print(f"{arm} seed {seed}: {'resuming' if run.has_run() else 'tuning'} -> {run_dir}")
+    run, choice = RunDir(tuned), config.arms[arm]
+    if choice.of is not None:  # another arm's run: never tuned here (the grid starts this run after that one)
+        if not run.is_finished():
+            raise TetherError(f"arm {arm} seed {seed}: arm {choice.of}'s run {tuned} has not finished; run that arm first")
+    elif not run.is_finished():
+        from tether.tune.run import run_tune
+
+        progress.console.print(f"{arm} seed {seed}: {'resuming' if run.has_run() else 'tuning'} -> {tuned}")
         run_tune(tune_config(config, arm, seed), resume=run.has_run())
-    alpha = 1.0
-    if config.arms[arm].choose == "blend":  # A chosen on the run's training prompts and its own gold
+    model, alpha, chosen = None, 1.0, {"model": "final"}
+    if choice.choose == "blend":  # A chosen on the run's training prompts and its own gold
         from tether.defenses.sweep import sweep_blends
 
-        alpha = float(sweep_blends(run_dir, config.arms[arm].blend_alphas, out=run_dir / "blend").recommended["alpha"])
-    evaluate_base(config, run_dir)
-    return evaluate(config, run_dir, alpha, run_dir / "eval")
+        alpha = float(sweep_blends(tuned, choice.blend_alphas, out=own / "blend").recommended["alpha"])
+    elif choice.choose == "best":
+        model, alpha, chosen = choose_best(tuned)
+    if choice.of is not None:
+        chosen["of"] = choice.of
+    evaluate_base(config, tuned)
+    return evaluate(config, tuned, alpha, own / "eval", model=model, chosen=chosen)
 
 
 def main(argv: list[str]) -> int:

@@ -128,6 +128,15 @@ class RunDir:
                 found.append((int(match.group(1)), folder))
         return sorted(found)
 
+    def checkpoint_before(self, step: int) -> tuple[int, Path] | None:
+        """The last complete checkpoint saved before `step` (a detector's trip), or None."""
+        saved = [(s, p) for s, p in self.checkpoints_by_step() if s < step]
+        return saved[-1] if saved else None
+
+    def first_trip(self) -> int | None:
+        """The step at which a hack detector first fired (events.jsonl), or None."""
+        return min((e["step"] for e in jsonl.read(self.path / "events.jsonl") if e.get("event") == "detector"), default=None)
+
     def is_complete(self, checkpoint: Path) -> bool:
         """All that resuming needs is there. TRL writes trainer_state.json last, but before the
         callbacks' `on_save` add the value store, and not atomically: it must parse."""

@@ -256,10 +256,10 @@ class DetectorCallback(TrainerCallback):
     def _mark_best(self, trip_step: int) -> dict | None:
         if self.run_dir is None:
             return None
-        saved = [(s, p) for s, p in self.run_dir.checkpoints_by_step() if s < trip_step]
-        if not saved:
+        saved = self.run_dir.checkpoint_before(trip_step)
+        if saved is None:
             return None
-        step, path = saved[-1]
+        step, path = saved
         best = {"checkpoint": str(path.relative_to(self.run_dir.path)), "step": step, "tripped_at": trip_step}
         atomic.write_json(self.run_dir.path / "best.json", best)
         return best
