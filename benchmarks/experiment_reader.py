@@ -10,6 +10,8 @@ readers' majority (`tether.labels.agreement.read_labels`), joined by prompt and 
 Per arm and question: the count per seed, the rate with a Student t interval over seeds, the paired
 difference to the base over seeds (`tether.experiment.stats`), and over all pairs the wins and losses
 against the base (a pair is a win when the arm's completion is yes and the base's no) with a sign test.
+With `--against ARM`, a second table per question: each arm against ARM on the seeds both ran (the
+same seed, prompt and draw make a pair), e.g. a defense against the undefended arm it is built on.
 Writes markdown to stdout.
 """
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--labels", action="append", type=Path, required=True)
+    parser.add_argument("--against", help="also compare every arm with this arm, paired by seed, prompt and draw")
     args = parser.parse_args()
     labels = labels_by_text(args.labels)
     base = answers(args.experiment / "base" / "samples.jsonl", labels)
@@ -80,6 +83,31 @@ def main() -> None:
             rate, diff, win = mean_ci(rates), paired(rates, base_rates), win_rate(wins, losses, ties)
             print(f"| {arm} | {', '.join(cells)} | {rate.text(2)} | {diff.text(2)} | {wins} / {losses} / {ties} | "
                   f"{win.text(2)} |")
+        if args.against:
+            against(runs, args.against, q)
+
+
+def against(runs: dict, reference: str, q: str) -> None:
+    """Each arm minus `reference` on the seeds both have: paired over seeds, and pairs won / lost."""
+    print(f"\n{q}, against `{reference}` (same seeds):\n")
+    print(f"| arm | seeds | minus {reference}, paired over seeds | pairs won / lost / tied | sign test p |")
+    print("|---|---|---|---|---|")
+    for arm, by_seed in runs.items():
+        seeds = [s for s in sorted(by_seed) if arm != reference and s in runs.get(reference, {})]
+        mine, theirs, wins, losses, ties = [], [], 0, 0, 0
+        for seed in seeds:
+            a, b = by_seed[seed][q], runs[reference][seed][q]
+            keys = [k for k in a if k in b]
+            if not keys:
+                continue
+            mine.append(sum(a[k] for k in keys) / len(keys))
+            theirs.append(sum(b[k] for k in keys) / len(keys))
+            wins += sum(a[k] and not b[k] for k in keys)
+            losses += sum(b[k] and not a[k] for k in keys)
+            ties += sum(a[k] == b[k] for k in keys)
+        if mine:
+            print(f"| {arm} | {len(mine)} | {paired(mine, theirs).text(2)} | {wins} / {losses} / {ties} | "
+                  f"{win_rate(wins, losses, ties).p:.2g} |")
 
 
 if __name__ == "__main__":
