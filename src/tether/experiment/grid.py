@@ -3,8 +3,8 @@
 A run is *done* when its evaluation is written (runs/ARM-sSEED/eval/result.json); a rerun of the
 experiment skips done runs, resumes unfinished ones from their last checkpoint, and retries failed
 ones. A failure is recorded in failures.jsonl (exit code, the log's last lines) and the grid goes
-on. An arm with `of:` starts after its source run. Each worker's output goes to logs/ARM-sSEED.log. Progress: runs done, running and left, and
-an estimate of the time left from the runs finished so far.
+on. An arm with `of:` starts after its source run. Each worker's output goes to logs/ARM-sSEED.log.
+Progress: runs done, running and left, and an estimate of the time left from the runs finished so far.
 """
 
 from __future__ import annotations
