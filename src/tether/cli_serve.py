@@ -71,6 +71,8 @@ def serve(
         server.run()
     finally:
         run.close()
+    if server.interrupted:  # Ctrl-C: exit 130 as any interrupted command (cli.py), however asyncio ended the loop
+        raise KeyboardInterrupt
 
 
 def _check_port(host: str, port: int) -> None:

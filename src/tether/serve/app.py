@@ -213,8 +213,21 @@ def _control_pattern(tokenizer) -> re.Pattern | None:
 
 
 def make_server(app: FastAPI, settings: ServeSettings):
-    """A uvicorn server for the app; `.run()` it, or `.run(sockets=[...])` on a socket bound already (tests)."""
+    """A uvicorn server for the app; `.run()` it, or `.run(sockets=[...])` on a socket bound already (tests).
+
+    `.interrupted` is True after a Ctrl-C (SIGINT) shut it down gracefully. uvicorn re-raises the signal on its
+    way out, through asyncio's runner and its SIGINT handler; a clean-clone CI run saw that path end in exit 0
+    instead of 130 (once in many runs), so the caller decides from this flag rather than from that path."""
+    import signal
+
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                         timeout_graceful_shutdown=10, server_header=False))
+    class Server(uvicorn.Server):
+        interrupted = False
+
+        def handle_exit(self, sig, frame):
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                 timeout_graceful_shutdown=10, server_header=False))
