@@ -36,10 +36,13 @@ def test_one_gold_alone_is_its_log_odds():
     assert GoldReward(Fixed({"x": -1.5}))(["p"], ["x"]) == [-1.5]
 
 
-def test_refit_refuses_several_golds(examples_dir):
+def test_refit_labels_are_files_that_exist(examples_dir, tmp_path):
     from tether.tune.config import GoldRewardConfig
 
     yaml = examples_dir / "cheerful.yaml"  # a constitution is a gold, too
-    GoldRewardConfig(path=yaml, also=[yaml], weight=1.0)
-    with pytest.raises(ValueError, match="refits one gold"):
-        GoldRewardConfig(path=yaml, also=[yaml], weight=1.0, refit_every=2)
+    labels = examples_dir / "labels" / "cheerful_labels.jsonl"
+    one = GoldRewardConfig(path=yaml, also=[yaml], weight=1.0, refit_every=2, refit_labels=str(labels))
+    assert one.refit_labels == [labels]  # one file or a list
+    assert GoldRewardConfig(path=yaml, weight=1.0, refit_every=2, refit_labels=[labels, labels]).refit_labels == [labels] * 2
+    with pytest.raises(ValueError, match=r"refit_labels: .*nope.jsonl: no such file"):
+        GoldRewardConfig(path=yaml, weight=1.0, refit_every=2, refit_labels=[labels, tmp_path / "nope.jsonl"])

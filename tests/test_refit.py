@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 from test_cli import ENV
 
@@ -40,6 +41,9 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
         item = Item(item_id(tmp_path / "start.jsonl", prompt, completion), prompt, completion, {"file": "start"})
         start.add_label(item, "good", "yes" if i % 2 else "no", "ana")
     save_gold(fit_gold(start.path, "good", "minilm"), tmp_path / "gold")
+    lines = start.path.read_text().splitlines(keepends=True)  # the starting labels given as two files
+    (tmp_path / "start_a.jsonl").write_text("".join(lines[:5]))
+    (tmp_path / "start_b.jsonl").write_text("".join(lines[5:]))
     run = tmp_path / "run"
     config = tmp_path / "tune.yaml"
     config.write_text(yaml.safe_dump({
@@ -48,8 +52,9 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
         "steps": 2, "completions_per_prompt": 4, "max_completion_tokens": 6, "save_every": 1, "lora_rank": 2,
         "lora_target_modules": ["q_proj"], "base_samples_per_prompt": 2, "output_dir": str(run),
         "spot_check": {"every": 1, "k": 4},
-        "gold_reward": {"path": str(tmp_path / "gold"), "weight": 1.0, "refit_every": 1,
-                        "refit_labels": str(start.path), "refit_wait": 600},
+        "gold_reward": {"path": str(tmp_path / "gold"), "also": [str(tmp_path / "gold")], "weight": 1.0,
+                        "refit_every": 1, "refit_labels": [str(tmp_path / "start_a.jsonl"),
+                                                           str(tmp_path / "start_b.jsonl")], "refit_wait": 600},
     }))
     stop = threading.Event()
     answering = threading.Thread(target=person, args=(run, stop), daemon=True)
@@ -69,6 +74,29 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
         assert gold["n"] == 12 + 4 * n and gold["label"] == "good"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("defense/gold_reward/mean" in m for m in metrics)
+
+    # resumed at a step, the run pays the gold refit last at or before it; `also` golds stay as they were
+    from types import SimpleNamespace
+
+    from tether.infra.rundir import RunDir
+    from tether.labels.gold import GoldJudge
+    from tether.tune.config import TuneConfig
+    from tether.tune.gold_reward import GoldReward
+    from tether.tune.refit import RefitCallback
+
+    tune = TuneConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))
+    prompts, texts = ["Story 1 began."] * 2, ["a happy day with friends", "sad rain"]
+    for step, expected in ((0, None), (1, 1), (2, 2)):
+        original, also = object(), object()
+        reward = GoldReward([original, also])
+        callback = RefitCallback(reward, tune, RunDir(run))
+        callback.on_train_begin(None, SimpleNamespace(global_step=step), None)
+        assert reward.golds[1] is also
+        if expected is None:
+            assert reward.golds[0] is original
+        else:
+            want = GoldJudge.load(run / "refit" / f"round-{expected}" / "gold").score(prompts, texts)
+            assert np.allclose(reward.golds[0].score(prompts, texts), want) and callback.done_step == expected
 
 
 def test_refit_needs_its_spot_check(tmp_path, tiny_model_dir, examples_dir, capsys):

@@ -33,9 +33,10 @@ class GoldRewardConfig(BaseModel):
                                                  "the product of their probabilities (bounded above by 0)")
     weight: float = Field(0.0, ge=0, description="its weight in the reward sum; 0 = off")
     refit_every: int = Field(0, ge=0, description="refit the gold every N steps on a person's answers to the spot "
-                             "check (needs spot_check.every = N); 0 = never (tune/refit.py)")
-    refit_labels: Path | None = Field(None, description="the labels the first gold was fitted on; each refit adds "
-                                      "the run's answers to them")
+                             "check (needs spot_check.every = N); 0 = never (tune/refit.py). `path`'s gold is "
+                             "refit; `also` golds are paid unchanged")
+    refit_labels: list[Path] = Field(default_factory=list, description="the labels file(s) the first gold was fitted "
+                                     "on (relative to the working directory); each refit fits on them plus every answer of the run so far")
     refit_label: str = Field("good", description="the question the refit gold predicts")
     refit_features: str = Field("minilm", description="the refit gold's features: minilm or hidden:MODEL")
     refit_wait: float = Field(3600.0, gt=0, description="seconds to wait for the answers before skipping a round")
@@ -46,9 +47,15 @@ class GoldRewardConfig(BaseModel):
             raise ValueError("gold_reward.weight is set but gold_reward.path is not: name a gold folder")
         if self.refit_every and not self.weight:
             raise ValueError("gold_reward.refit_every needs a gold reward to refit: set gold_reward.weight")
-        if self.refit_every and self.also:
-            raise ValueError("gold_reward.refit_every refits one gold: leave gold_reward.also empty")
+        for labels in self.refit_labels:
+            if not labels.is_file():
+                raise ValueError(f"gold_reward.refit_labels: {labels}: no such file")
         return self
+
+    @field_validator("refit_labels", mode="before")
+    @classmethod
+    def _one_or_more(cls, value):
+        return [] if value is None else [value] if isinstance(value, (str, Path)) else value
 
 
 class JudgeSpec(BaseModel):

@@ -3,6 +3,8 @@
     gold_reward: {path: golds/good, weight: 1.0, refit_every: 5, refit_labels: labels.jsonl}
     spot_check: {every: 5, k: 8}
 
+`path`'s gold is the one refit (on `refit_label`'s answers); golds in `also` are paid unchanged.
+
 Every `refit_every` steps, after the spot check has queued k of the step's completions, the run
 waits (up to `refit_wait` seconds) until a person has answered each of them on the labeling page
 (`tether label RUN/spotcheck.jsonl --out RUN/labels.jsonl`), then fits a new gold on the starting
@@ -11,6 +13,7 @@ logistic regression on text features) and pays it from the next step on. Each ro
 (RUN/refit/round-N/: the labels it used, and the gold with its cross-validated AUC) and logged as
 a `refit` event with the labels it cost, so a reader of the run can see what each gold knew.
 A round whose answers do not arrive in time is skipped with a warning: a run is never stuck.
+A resumed run pays the gold of the last round at or before the step it resumes from.
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ class RefitCallback(TrainerCallback):
         self.reward, self.config, self.run, self.poll = reward, config, run, poll_seconds
         self.rounds = len([e for e in jsonl.read(run.path / "events.jsonl") if e.get("event") == "refit"])
         self.done_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        """On resume, the gold the run was paying at its checkpoint: the last round refit at or before that step."""
+        rounds = [e for e in jsonl.read(self.run.path / "events.jsonl")
+                  if e.get("event") == "refit" and e["step"] <= state.global_step]
+        if rounds:
+            from tether.judge.gold_judge import FolderGold
+            from tether.labels.gold import GoldJudge
+
+            last = rounds[-1]
+            self.reward.golds[0] = FolderGold(GoldJudge.load(self.run.path / last["gold"], device=self.config.device))
+            self.done_step = last["step"]
+            progress.console.print(f"resumed at step {state.global_step}: paying the gold refit at step {last['step']} "
+                                   f"(round {last['round']})", highlight=False)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """After the monitor callback's (it queues the spot check in its on_log); once a step."""
@@ -66,7 +83,7 @@ class RefitCallback(TrainerCallback):
         self.rounds += 1
         folder = self.run.path / "refit" / f"round-{self.rounds}"
         folder.mkdir(parents=True, exist_ok=True)
-        start = list(jsonl.read(self.config.gold_reward.refit_labels)) if self.config.gold_reward.refit_labels else []
+        start = [r for path in self.config.gold_reward.refit_labels for r in jsonl.read(path)]
         theirs = list(jsonl.read(self.run.path / spotcheck.LABELS))
         jsonl.rewrite(folder / "labels.jsonl", start + theirs)
         meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features, device=self.config.device)
