@@ -49,7 +49,7 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
     config.write_text(yaml.safe_dump({
         "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
         "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
-        "steps": 2, "completions_per_prompt": 4, "max_completion_tokens": 6, "save_every": 1, "lora_rank": 2,
+        "steps": 3, "completions_per_prompt": 4, "max_completion_tokens": 6, "save_every": 1, "lora_rank": 2,
         "lora_target_modules": ["q_proj"], "base_samples_per_prompt": 2, "output_dir": str(run),
         "spot_check": {"every": 1, "k": 4},
         "gold_reward": {"path": str(tmp_path / "gold"), "also": [str(tmp_path / "gold")], "weight": 1.0,
@@ -67,7 +67,7 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
     assert result.returncode == 0, result.stderr[-3000:]
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     refits = [e for e in events if e["event"] == "refit"]
-    assert [(e["step"], e["round"]) for e in refits] == [(1, 1), (2, 2)]
+    assert [(e["step"], e["round"]) for e in refits] == [(1, 1), (2, 2)]  # none after the last step: it would pay nothing
     assert [e["person_labels"] for e in refits] == [4, 8] and [e["labels"] for e in refits] == [16, 20]
     for n in (1, 2):
         gold = json.loads((run / "refit" / f"round-{n}" / "gold" / "gold.json").read_text())

@@ -53,6 +53,8 @@ class RefitCallback(TrainerCallback):
         every = self.config.gold_reward.refit_every
         if not every or state.global_step % every or state.global_step == self.done_step:
             return
+        if state.global_step >= state.max_steps:  # a gold refit after the last step would pay nothing
+            return
         self.done_step = state.global_step
         step, label = state.global_step, self.config.gold_reward.refit_label
         queued = [r for r in jsonl.read(self.run.path / spotcheck.QUEUE) if r.get("step") == step]
