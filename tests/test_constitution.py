@@ -86,3 +86,19 @@ def test_fingerprint_changes_with_content(examples_dir):
     assert a.fingerprint() == b.fingerprint()
     b.principles[0].weight = 2.0
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_example_tune_and_experiment_configs_load(examples_dir, monkeypatch):
+    """Every shipped tune and experiment config validates as the README runs it (from the repository root)."""
+    from tether.experiment.config import load_experiment
+    from tether.infra.config import load_config
+    from tether.tune.config import TuneConfig
+
+    monkeypatch.chdir(examples_dir.parent)
+    tunes, experiments = sorted(examples_dir.glob("tune_*.yaml")), sorted(examples_dir.glob("experiment_*.yaml"))
+    assert len(tunes) >= 3 and len(experiments) >= 3
+    for path in tunes:
+        assert load_config(TuneConfig, path).steps > 0
+    for path in experiments:
+        config = load_experiment(path)
+        assert config.tune.is_file() and config.runs()
