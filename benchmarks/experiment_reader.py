@@ -48,7 +48,9 @@ def main() -> None:
     parser.add_argument("experiment", type=Path)
     parser.add_argument("--labels", action="append", type=Path, required=True)
     parser.add_argument("--against", help="also compare every arm with this arm, paired by seed, prompt and draw")
+    parser.add_argument("--seeds", help="only these seeds, comma-separated (e.g. a pre-registered test's new seeds)")
     args = parser.parse_args()
+    keep = {int(s) for s in args.seeds.split(",")} if args.seeds else None
     labels = labels_by_text(args.labels)
     base = answers(args.experiment / "base" / "samples.jsonl", labels)
     runs: dict[str, dict[int, dict]] = {}
@@ -56,7 +58,8 @@ def main() -> None:
         samples = folder / "eval" / "samples.jsonl"
         if samples.exists():
             arm, seed = folder.name.rsplit("-s", 1)
-            runs.setdefault(arm, {})[int(seed)] = answers(samples, labels)
+            if keep is None or int(seed) in keep:
+                runs.setdefault(arm, {})[int(seed)] = answers(samples, labels)
     for q in QUESTIONS:
         n_base = len(base[q])
         base_rate = sum(base[q].values()) / n_base if n_base else float("nan")
