@@ -165,7 +165,8 @@ def test_bad_experiment_configs_are_one_line(capsys, monkeypatch, grid):
              (["--set", "eval_prompts=missing.txt"], "eval_prompts"),
              (["--set", "arms.late.of=plian"], "'plian' is not an arm that tunes"),
              (["--set", "arms.late.of=plain", "--set", "arms.late.set.kl_coef=1"], "cannot also set kl_coef"),
-             (["--set", "arms.late.choose=worst"], "late.choose")]
+             (["--set", "arms.late.choose=worst"], "late.choose"),
+             (["--set", "arms.plain.set.constitution=nope.yaml"], "arm plain: set: constitution: nope.yaml: no such file")]
     for args, expected in cases:
         one_line_error(capsys, ["experiment", str(config), *args], expected)
     assert not (out / "runs").exists()  # refused before anything ran
@@ -180,3 +181,13 @@ def test_the_example_experiment_loads(examples_dir):
     assert tune_config(config, "embedding_kl", 2).seed == 2 and tune_config(config, "plain", 0).embedding_kl.coef == 0
     assert len(tune_config(config, "utility", 1).utility.terminals) == 4
     assert config.arms["blend"].choose == "blend" and len(config.runs()) == 3 * len(config.arms)
+
+
+def test_an_arms_files_are_read_from_the_experiment_folder(examples_dir, tmp_path, monkeypatch):
+    """`set: {constitution: cheerful.yaml}` means the file beside the experiment, wherever tether runs from."""
+    from tether.experiment.config import load_experiment, tune_config
+
+    monkeypatch.chdir(tmp_path)
+    config = load_experiment(examples_dir / "experiment_yes.yaml")
+    assert tune_config(config, "text_first", 0).constitution == examples_dir / "cheerful.yaml"
+    assert tune_config(config, "plain", 0).constitution == examples_dir / "cheerful_question_first.yaml"

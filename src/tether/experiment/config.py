@@ -113,11 +113,33 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
         if not gold.startswith("python:") and not Path(gold).exists() and (Path(path).parent / gold).exists():
             gold = str((Path(path).parent / gold).absolute())
         golds.append(gold)
-    config = config.model_copy(update={"golds": golds})
+    config = config.model_copy(update={"golds": golds, "arms": {name: _arm_paths(path, name, arm)
+                                                               for name, arm in config.arms.items()}})
     for arm in config.arms:
         if config.arms[arm].of is None:
             tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
     return config
+
+
+def _arm_paths(path: str | Path, name: str, arm: Arm) -> Arm:
+    """An arm's file fields (`constitution: cheerful.yaml`) read as the tune file's are: from the working
+    directory, or else from the experiment file's folder; a file that is in neither is refused now."""
+    from tether.infra.config import path_fields
+    from tether.tune.config import TuneConfig
+
+    changed = dict(arm.set)
+    for key in sorted((set(path_fields(TuneConfig)) - {"output_dir"}) & set(changed)):
+        value = changed[key]
+        if not isinstance(value, str) or not value:
+            continue
+        found = Path(value).expanduser()
+        if not found.is_absolute() and not found.exists() and (Path(path).parent / found).exists():
+            found = Path(path).parent / found
+        if not found.exists():
+            raise TetherError(f"{path}: arm {name}: set: {key}: {value}: no such file (read from the working "
+                              f"directory, or else from the experiment file's folder)")
+        changed[key] = str(found.absolute())
+    return arm.model_copy(update={"set": changed})
 
 
 def flatten(overlay: dict, prefix: str = "") -> list[str]:
