@@ -18,11 +18,13 @@ Writes markdown to stdout.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+
+from detector_person import reader_labels  # run as a script: benchmarks/ is on the path
 
 from tether.experiment.stats import mean_ci, paired, win_rate
 from tether.infra import jsonl
-from detector_person import reader_labels  # run as a script: benchmarks/ is on the path
 
 QUESTIONS = ("on_task", "cheerful", "good")
 
@@ -41,6 +43,28 @@ def answers(samples: Path, labels: dict) -> dict[str, dict[tuple[int, int], bool
             if key in labels[q]:
                 out[q][row["prompt_index"], row["draw"]] = labels[q][key]
     return out
+
+
+@dataclass
+class Counts:
+    yes: int
+    n: int
+    rate: float
+    their_rate: float
+    wins: int
+    losses: int
+    ties: int
+
+
+def pair_counts(mine: dict, theirs: dict) -> Counts | None:
+    """Two models' answers on the (prompt, draw) pairs both have: yes rates, and pairs won / lost / tied."""
+    keys = [k for k in mine if k in theirs]
+    if not keys:
+        return None
+    yes = sum(mine[k] for k in keys)
+    return Counts(yes, len(keys), yes / len(keys), sum(theirs[k] for k in keys) / len(keys),
+                  sum(mine[k] and not theirs[k] for k in keys), sum(theirs[k] and not mine[k] for k in keys),
+                  sum(mine[k] == theirs[k] for k in keys))
 
 
 def main() -> None:
@@ -68,21 +92,15 @@ def main() -> None:
               "pairs won / lost / tied vs base | win rate [95% CI], sign test p |")
         print("|---|---|---|---|---|---|")
         for arm, by_seed in runs.items():
-            seeds = sorted(by_seed)
-            rates, base_rates, wins, losses, ties = [], [], 0, 0, 0
-            cells = []
-            for seed in seeds:
-                mine = by_seed[seed][q]
-                keys = [k for k in mine if k in base[q]]
-                if not keys:
+            rates, base_rates, wins, losses, ties, cells = [], [], 0, 0, 0, []
+            for seed in sorted(by_seed):
+                c = pair_counts(by_seed[seed][q], base[q])
+                if c is None:
                     continue
-                cells.append(f"s{seed}: {sum(mine[k] for k in keys)}/{len(keys)}")
-                rates.append(sum(mine[k] for k in keys) / len(keys))
-                base_rates.append(sum(base[q][k] for k in keys) / len(keys))
-                for k in keys:
-                    wins += mine[k] and not base[q][k]
-                    losses += base[q][k] and not mine[k]
-                    ties += mine[k] == base[q][k]
+                cells.append(f"s{seed}: {c.yes}/{c.n}")
+                rates.append(c.rate)
+                base_rates.append(c.their_rate)
+                wins, losses, ties = wins + c.wins, losses + c.losses, ties + c.ties
             rate, diff, win = mean_ci(rates), paired(rates, base_rates), win_rate(wins, losses, ties)
             print(f"| {arm} | {', '.join(cells)} | {rate.text(2)} | {diff.text(2)} | {wins} / {losses} / {ties} | "
                   f"{win.text(2)} |")
@@ -99,15 +117,12 @@ def against(runs: dict, reference: str, q: str) -> None:
         seeds = [s for s in sorted(by_seed) if arm != reference and s in runs.get(reference, {})]
         mine, theirs, wins, losses, ties = [], [], 0, 0, 0
         for seed in seeds:
-            a, b = by_seed[seed][q], runs[reference][seed][q]
-            keys = [k for k in a if k in b]
-            if not keys:
+            c = pair_counts(by_seed[seed][q], runs[reference][seed][q])
+            if c is None:
                 continue
-            mine.append(sum(a[k] for k in keys) / len(keys))
-            theirs.append(sum(b[k] for k in keys) / len(keys))
-            wins += sum(a[k] and not b[k] for k in keys)
-            losses += sum(b[k] and not a[k] for k in keys)
-            ties += sum(a[k] == b[k] for k in keys)
+            mine.append(c.rate)
+            theirs.append(c.their_rate)
+            wins, losses, ties = wins + c.wins, losses + c.losses, ties + c.ties
         if mine:
             print(f"| {arm} | {len(mine)} | {paired(mine, theirs).text(2)} | {wins} / {losses} / {ties} | "
                   f"{win_rate(wins, losses, ties).p:.2g} |")

@@ -124,21 +124,15 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
 def _arm_paths(path: str | Path, name: str, arm: Arm) -> Arm:
     """An arm's file fields (`constitution: cheerful.yaml`) read as the tune file's are: from the working
     directory, or else from the experiment file's folder; a file that is in neither is refused now."""
-    from tether.infra.config import path_fields
+    from tether.infra.config import path_fields, resolve_paths
     from tether.tune.config import TuneConfig
 
     changed = dict(arm.set)
+    resolve_paths(TuneConfig, changed, Path(path).parent, from_file=set(changed))
     for key in sorted((set(path_fields(TuneConfig)) - {"output_dir"}) & set(changed)):
-        value = changed[key]
-        if not isinstance(value, str) or not value:
-            continue
-        found = Path(value).expanduser()
-        if not found.is_absolute() and not found.exists() and (Path(path).parent / found).exists():
-            found = Path(path).parent / found
-        if not found.exists():
-            raise TetherError(f"{path}: arm {name}: set: {key}: {value}: no such file (read from the working "
+        if isinstance(changed[key], str) and changed[key] and not Path(changed[key]).exists():
+            raise TetherError(f"{path}: arm {name}: set: {key}: {arm.set[key]}: no such file (read from the working "
                               f"directory, or else from the experiment file's folder)")
-        changed[key] = str(found.absolute())
     return arm.model_copy(update={"set": changed})
 
 

@@ -39,11 +39,8 @@ class RefitCallback(TrainerCallback):
         rounds = [e for e in jsonl.read(self.run.path / "events.jsonl")
                   if e.get("event") == "refit" and e["step"] <= state.global_step]
         if rounds:
-            from tether.judge.gold_judge import FolderGold
-            from tether.labels.gold import GoldJudge
-
             last = rounds[-1]
-            self.reward.golds[0] = FolderGold(GoldJudge.load(self.run.path / last["gold"], device=self.config.device))
+            self._pay(self.run.path / last["gold"])
             self.done_step = last["step"]
             progress.console.print(f"resumed at step {state.global_step}: paying the gold refit at step {last['step']} "
                                    f"(round {last['round']})", highlight=False)
@@ -72,6 +69,13 @@ class RefitCallback(TrainerCallback):
             return
         self._refit(step, label)
 
+    def _pay(self, gold: Path) -> None:
+        """Pay this gold folder in place of `path`'s gold (the first; `also` golds stay)."""
+        from tether.judge.gold_judge import FolderGold
+        from tether.labels.gold import GoldJudge
+
+        self.reward.golds[0] = FolderGold(GoldJudge.load(gold, device=self.config.device))
+
     def _unanswered(self, queued: list[dict], label: str) -> int:
         answered = {(r["source"].get("step"), r["source"].get("prompt"), r["source"].get("completion"))
                     for r in jsonl.read(self.run.path / spotcheck.LABELS)
@@ -79,8 +83,7 @@ class RefitCallback(TrainerCallback):
         return sum((r["step"], r["prompt"], r["completion"]) not in answered for r in queued)
 
     def _refit(self, step: int, label: str) -> None:
-        from tether.judge.gold_judge import FolderGold
-        from tether.labels.gold import GoldJudge, fit_gold, save_gold
+        from tether.labels.gold import fit_gold, save_gold
 
         self.rounds += 1
         folder = self.run.path / "refit" / f"round-{self.rounds}"
@@ -90,7 +93,7 @@ class RefitCallback(TrainerCallback):
         jsonl.rewrite(folder / "labels.jsonl", start + theirs)
         meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features, device=self.config.device)
         save_gold(meta, folder / "gold", force=True)
-        self.reward.golds[0] = FolderGold(GoldJudge.load(folder / "gold", device=self.config.device))
+        self._pay(folder / "gold")
         new = sum(1 for r in theirs if r.get("kind") == "label" and r.get("question") == label)
         self.run.event("refit", step=step, round=self.rounds, labels=meta["n"], person_labels=new,
                        cv_auc=meta["cv"]["auc"], gold=str(Path("refit") / f"round-{self.rounds}" / "gold"))
