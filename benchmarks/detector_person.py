@@ -28,7 +28,8 @@ from pathlib import Path
 
 from tether.infra import jsonl
 from tether.labels.agreement import read_labels
-from tether.watch.replay import fill_shift, first_trips, history_of, load_settings
+from tether.tune.config import run_settings as load_settings
+from tether.watch.replay import fill_shift, first_trips, history_of
 
 ENTROPY_DROP = 0.75
 

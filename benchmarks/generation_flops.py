@@ -25,7 +25,7 @@ from peft import LoraConfig, get_peft_model
 
 from tether.infra import progress
 from tether.infra.models import load_causal_lm
-from tether.judge.tokens import SafeTokenizer
+from tether.infra.tokens import SafeTokenizer
 
 
 def main() -> None:

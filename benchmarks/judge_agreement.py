@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tether.labels.agreement import agreement_report, auc, auc_ci, parse_judge, read_labels
+from tether.labels.agreement import agreement_report, auc, auc_ci, read_labels
+from tether.watch.signals import parse_judge
 from tether.labels.gold import cross_validate, features
 
 QUESTIONS = ("on_task", "cheerful", "good")

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tether.defenses.blend import Blend, find_tuned
 from tether.defenses.sweep import pareto_front, recommend, sweep_blends, token_kl
 from tether.errors import TetherError
+from tether.tune.config import tuned_settings
 from tether.infra.generate import Branch, Generator, independent
 from tether.infra.models import fast_cpu_head
 from tether.watch.detectors import DetectorConfig
@@ -222,7 +223,7 @@ def test_sweep_measures_each_alpha_and_recommends_one(tmp_path, run_dir, tiny_mo
     prompts = tmp_path / "heldout.txt"
     prompts.write_text("The morning I turned nine,\nWhen the rain finally stopped,\nOn the first day of summer,\n")
     out = tmp_path / "sweep"
-    sweep = sweep_blends(run_dir, [0, 0.5, 1], out=out, prompts=prompts, completions=3)
+    sweep = sweep_blends(run_dir, [0, 0.5, 1], tuned_settings(run_dir), out=out, prompts=prompts, completions=3)
 
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert [r["alpha"] for r in rows] == [0, 0.5, 1] and rows == sweep.rows

@@ -15,7 +15,8 @@ from tether.errors import TetherError
 from tether.infra.texts import plain_text, read_prompts
 from tether.judge.constitution import Constitution, load_constitution
 from tether.judge.evaluator import Evaluator
-from tether.tune.rewards import ConstitutionReward, judged_texts
+from tether.infra.texts import judged_texts
+from tether.rewards.constitution import ConstitutionReward
 
 # Gemma-like turns; `| trim` as real templates do. One template with a system role, one without.
 TEMPLATE = (

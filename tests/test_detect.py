@@ -153,7 +153,7 @@ def answer(run_path, no: int, torn: bool = False):
 
 def test_monitor_queues_k_completions_every_n_steps(tiny_gemma, tiny_tokenizer, examples_dir, tmp_path, capsys):
     from tether.judge.evaluator import Evaluator
-    from tether.tune.rewards import ConstitutionReward
+    from tether.rewards.constitution import ConstitutionReward
     from tether.watch.callbacks import MonitorCallback
 
     reward = ConstitutionReward(Evaluator(tiny_gemma, examples_dir / "cheerful.yaml", tokenizer=tiny_tokenizer))
@@ -256,7 +256,8 @@ def test_tether_detect_on_an_unfinished_run_and_bad_input(tmp_path, examples_dir
 
 def test_detect_recomputes_shift_from_samples_when_the_log_lacks_it(tmp_path, examples_dir):
     """A run logged before the shift test: its samples and base samples, embedded with the run's embedder."""
-    from tether.watch.replay import fill_shift, first_trips, history_of, load_settings
+    from tether.tune.config import run_settings as load_settings
+    from tether.watch.replay import fill_shift, first_trips, history_of
 
     run = tmp_path / "run"
     scripted_run(run, examples_dir, steps=6, jump=99)

@@ -171,7 +171,7 @@ def test_no_future_warnings_from_the_judge_the_trainer_args_or_trls_checkpointin
 
     from tether.infra.models import _quiet_transformers
     from tether.tune.config import TuneConfig
-    from tether.tune.run import _trl_config
+    from tether.tune.trainer import trl_config as _trl_config
 
     config = load_config(TuneConfig, examples_dir / "tune_cheerful.yaml", ["device=cpu", "steps=1"])
     model = copy.deepcopy(tiny_gemma)

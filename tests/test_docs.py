@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tether.infra.config_reference import (
+from tether.config_reference import (
     constitution_reference,
     experiment_reference,
     sample_reference,

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tether.infra.models import load_embedder
-from tether.watch.drift import EmbeddingDrift, load_base, save_base
+from tether.infra.texts import load_base
+from tether.watch.drift import EmbeddingDrift, save_base
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 BASE = {PROMPT: [

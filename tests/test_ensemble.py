@@ -20,8 +20,9 @@ from test_cli import ENV
 from tether.errors import TetherError
 from tether.judge.combine import combine_judges
 from tether.judge.evaluator import Evaluator
-from tether.tune.rewards import ConstitutionReward, judged_texts
-from tether.tune.shaping import RewardShape, reference_baseline
+from tether.infra.texts import judged_texts
+from tether.rewards.constitution import ConstitutionReward
+from tether.rewards.shaping import RewardShape, reference_baseline
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROMPTS = ["Once upon a time,", "On the first day of summer,"]
@@ -135,6 +136,7 @@ def test_a_served_judge_with_a_gold_constitution_needs_a_gold_model(tmp_path):
 
 def test_blend_sweep_runs_on_conversational_prompts(tmp_path, tiny_model_dir, tiny_gemma, tiny_tokenizer):
     from tether.defenses.sweep import sweep_blends
+    from tether.tune.config import tuned_settings
 
     policy = tmp_path / "chat-policy"
     shutil.copytree(tiny_model_dir, policy)
@@ -151,7 +153,7 @@ def test_blend_sweep_runs_on_conversational_prompts(tmp_path, tiny_model_dir, ti
     (run / "config.yaml").write_text(yaml.safe_dump({
         "policy_model": str(policy), "judge_model": str(tiny_model_dir), "constitution": str(EXAMPLES / "cheerful.yaml"),
         "prompts": str(chats), "max_completion_tokens": 4, "embedder": None, "seed": 0, "output_dir": str(run)}))
-    sweep = sweep_blends(run, [0, 1], out=tmp_path / "sweep", prompts=chats, completions=2)
+    sweep = sweep_blends(run, [0, 1], tuned_settings(run), out=tmp_path / "sweep", prompts=chats, completions=2)
     samples = lines(tmp_path / "sweep" / "samples.jsonl")
     assert len(sweep.rows) == 2 and len(samples) == 2 * 2 * 2  # the repeated conversation counted once
     assert samples[0]["prompt"] == "User: Say something cheerful.\n\nAssistant: "

@@ -15,12 +15,12 @@ from test_cli import one_line_error
 
 from tether.cli import main
 from tether.errors import TetherError
+from tether.watch.signals import parse_judge
 from tether.labels.agreement import (
     auc,
     auc_ci,
     pair_agreement,
     pair_ci,
-    parse_judge,
     read_labels,
     stance,
     verdict,

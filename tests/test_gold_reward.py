@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tether.tune.gold_reward import GoldReward
+from tether.rewards.gold import GoldReward
 
 
 class Fixed:

@@ -51,8 +51,8 @@ def test_configs_take_a_gold_folder_or_a_constitution(gold_dir, examples_dir):
 
 
 def test_judges_score_a_gold_folder_as_goldjudge_does(gold_dir, tmp_path, tiny_model_dir, examples_dir):
-    from tether.judge.gold_judge import FolderGold
-    from tether.judge.judges import Judges
+    from tether.labels.gold_judge import FolderGold
+    from tether.labels.judges import Judges
 
     config = SampleConfig.model_validate(base_fields(
         examples_dir, judge_model=str(tiny_model_dir), gold_constitution=gold_dir, device="cpu",
@@ -70,8 +70,8 @@ def test_judges_score_a_gold_folder_as_goldjudge_does(gold_dir, tmp_path, tiny_m
 def test_a_gold_constitution_scores_as_before(tiny_model_dir, tiny_gemma, tiny_tokenizer, examples_dir):
     """The constitution kind judges prompt + completion joined, debiased: the scores runs logged before."""
     from tether.judge.evaluator import Evaluator
-    from tether.judge.gold_judge import ConstitutionGold
-    from tether.judge.judges import Judges
+    from tether.labels.gold_judge import ConstitutionGold
+    from tether.labels.judges import Judges
 
     config = SampleConfig.model_validate(base_fields(
         examples_dir, judge_model=str(tiny_model_dir), gold_constitution=examples_dir / "on_topic.yaml", device="cpu"))
@@ -111,8 +111,8 @@ def test_a_bad_gold_is_one_line_before_anything_runs(tmp_path, capsys, examples_
 def test_monitor_callback_logs_a_gold_folder_score(gold_dir, tmp_path, tiny_gemma, tiny_tokenizer, examples_dir):
     from tether.infra.rundir import RunDir
     from tether.judge.evaluator import Evaluator
-    from tether.judge.gold_judge import FolderGold
-    from tether.tune.rewards import ConstitutionReward
+    from tether.labels.gold_judge import FolderGold
+    from tether.rewards.constitution import ConstitutionReward
     from tether.watch.callbacks import MonitorCallback
 
     reward = ConstitutionReward(Evaluator(tiny_gemma, examples_dir / "cheerful.yaml", tokenizer=tiny_tokenizer))

@@ -4,7 +4,7 @@ import numpy as np
 from test_evaluator import constitution
 
 from tether.judge.evaluator import Evaluator
-from tether.tune.rewards import ConstitutionReward
+from tether.rewards.constitution import ConstitutionReward
 
 
 def test_reward_is_the_evaluator_total(tiny_gemma, tiny_tokenizer):

@@ -165,6 +165,7 @@ def test_concurrent_requests_share_judge_calls(judge, direct, tmp_path):
 
 
 def test_run_folder_reads_as_a_run_for_report_and_detect(judge, tmp_path):
+    from tether.tune.config import run_settings
     from tether.watch.replay import detect
     from tether.watch.report import build_report
 
@@ -180,7 +181,7 @@ def test_run_folder_reads_as_a_run_for_report_and_detect(judge, tmp_path):
     events = jsonl.read(run_dir / "events.jsonl")
     assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "stop"
     assert any(e["event"] == "detector" and e["step"] == 3 for e in events)
-    trips, _ = detect(run_dir)  # the detectors replayed from the logs agree with the live ones
+    trips, _ = detect(run_dir, run_settings(run_dir))  # the detectors replayed from the logs agree with the live ones
     assert trips["affirmation_rate"].step == 3
     page = build_report(run_dir).read_text()
     assert "step 3: affirmation_rate" in page and "yes yes yes" in page

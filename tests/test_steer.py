@@ -11,7 +11,7 @@ import torch
 from test_cli import one_line_error
 
 from tether.errors import TetherError
-from tether.steer.inputs import read_text_arg
+from tether.infra.texts import read_text_arg
 from tether.steer.steerer import Steerer
 from tether.steer.vector import added, decoder_layers, steering_vector
 
@@ -116,7 +116,7 @@ def test_guidance_moves_toward_the_passage(tiny_gemma, tiny_tokenizer, embedder)
 
 
 def test_passage_reward_prefers_the_passage_and_averages_passages(embedder):
-    from tether.steer.reward import PassageReward
+    from tether.rewards.passage import PassageReward
 
     reward = PassageReward(embedder, ["It rained all day and I got soaked.", "A storm of rain flooded the street."])
     values = reward(["p", "p"], ["The rain poured down and she got wet.", "The invoice is due on Monday."])

@@ -30,7 +30,7 @@ def test_stdin_detects_jsonl(monkeypatch):
 
 @pytest.mark.parametrize("name, content, expected", [
     ("t.jsonl", b'{"text": "ok"}\n{"text": "oops"\n', r"t.jsonl: line 2: malformed JSON"),
-    ("t.jsonl", b'{"text": "ok"}\n["a"]\n', r"line 2: expected a JSON object, one per line"),
+    ("t.jsonl", b'{"text": "ok"}\n["a"]\n', r"t.jsonl: line 2: expected a JSON object, got list"),
     ("t.jsonl", b'{"body": "x"}\n', r"line 1: no `text` field"),
     ("t.jsonl", b'{"text": "  "}\n', r"line 1: the text is empty"),
     ("t.jsonl", b'{"text": 3}\n', r"line 1: `text` must be a string"),

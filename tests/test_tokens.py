@@ -2,7 +2,7 @@
 
 import pytest
 
-from tether.judge.tokens import SafeTokenizer, word_variant_ids
+from tether.infra.tokens import SafeTokenizer, word_variant_ids
 
 INJECTIONS = ["<start_of_image>", "<eos>", "<bos>", "<unused0>", "<pad>"]
 

@@ -22,12 +22,12 @@ A user's own TRL script imports from here alone:
 _HOME = {
     "EmbeddingKL": "tether.defenses.embedding_kl", "EmbeddingKLConfig": "tether.defenses.embedding_kl",
     "InstrumentalUtility": "tether.defenses.utility", "UtilityConfig": "tether.defenses.utility",
-    "ValueStore": "tether.defenses.utility", "ValueStoreCallback": "tether.watch.callbacks",
+    "ValueStore": "tether.defenses.utility", "ValueStoreCallback": "tether.defenses.utility",
     "TetherError": "tether.errors",
     "Constitution": "tether.judge.constitution", "Principle": "tether.judge.constitution",
     "load_constitution": "tether.judge.constitution",
     "Evaluator": "tether.judge.evaluator", "ScoreResult": "tether.judge.evaluator",
-    "ConstitutionReward": "tether.tune.rewards",
+    "ConstitutionReward": "tether.rewards.constitution",
     "DetectorCallback": "tether.watch.callbacks", "MonitorCallback": "tether.watch.callbacks",
     "RewardTerm": "tether.watch.callbacks", "StepPrinter": "tether.watch.callbacks",
     "DetectorConfig": "tether.watch.detectors", "EmbeddingDrift": "tether.watch.drift",
@@ -59,4 +59,8 @@ __all__ = [
     "ScoreResult", "StepPrinter", "TetherError", "UtilityConfig", "ValueStore", "ValueStoreCallback",
     "load_constitution",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from tether import _moved  # noqa: E402  (old module paths, kept importable for a release)
+
+_moved.install()

@@ -77,7 +77,7 @@ def score(
     rubric = load_constitution(constitution)
     records = read_texts(texts)
     check_out(out, (".jsonl", ".csv"), inputs=[texts])
-    from tether.infra.display import score_table, stdout
+    from tether.display import score_table, stdout
     from tether.judge.evaluator import Evaluator
 
     evaluator = Evaluator(model, rubric, debias=debias, combine=combine, batch_size=batch_size,
@@ -130,7 +130,7 @@ def audit(
     run_texts = read_run(run, late) if run is not None else None
     sample = audit_texts(rubric, texts, constitution) if texts is not None or run is None else None
     check_out(out, (".json",), inputs=[texts] if texts else [])
-    from tether.infra.display import audit_tables, stdout
+    from tether.display import audit_tables, stdout
     from tether.judge.evaluator import Evaluator
     from tether.judge.habits import audit_all
 
@@ -167,7 +167,7 @@ def tune(
     else:
         check_config_file(config, set_)
     from tether.infra.config import load_config
-    from tether.infra.display import tune_line
+    from tether.display import tune_line
     from tether.tune.config import TuneConfig, resume_config
 
     settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)  # validated before torch loads
@@ -201,9 +201,10 @@ def detect(
     as_json: Annotated[bool, typer.Option("--json", help='print only {"trips": {"<detector>": <first step>, ...}}')] = False,
 ):
     """Replay the hack detectors over a run's logs, without its models, and print each detector's first trip."""
+    from tether.tune.config import run_settings
     from tether.watch.replay import detect as replay, printed
 
-    typer.echo(printed(*replay(run_dir, config, set_), as_json=as_json))
+    typer.echo(printed(*replay(run_dir, run_settings(run_dir, config, set_)), as_json=as_json))
 
 
 @app.command()
@@ -221,7 +222,7 @@ def sample(
     settings = load_config(SampleConfig, config, set_)
     from tether.corpus.sample import run_sample
     from tether.corpus.summary import summarize
-    from tether.infra.display import corpus_line, corpus_table, stdout
+    from tether.display import corpus_line, corpus_table, stdout
 
     corpus = run_sample(settings, force=force)
     summary = summarize(corpus, settings)
@@ -268,7 +269,7 @@ def sft(
 
         CorpusDir(corpus_dir).require()  # before the slow imports
     from tether.corpus.sft import run_sft
-    from tether.infra.display import sft_table, stdout
+    from tether.display import sft_table, stdout
 
     run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
     stdout.print(sft_table(evaluation))
@@ -298,16 +299,17 @@ def blend(
     if alpha is not None and out is None:
         raise TetherError("--alpha writes a model folder: give --out DIR")
     from tether.defenses.blend import blend_to_folder, parse_alphas
-    from tether.infra.display import stdout, table
+    from tether.display import stdout, table
 
     if alpha is not None:
         path = blend_to_folder(tuned, alpha, out, base=base, config=config, force=force)
         stdout.print(f"wrote {path} (alpha {alpha:g}; see blend.json)")
         return
     from tether.defenses.sweep import sweep_blends, sweep_table
+    from tether.tune.config import tuned_settings
 
     alphas = parse_alphas(sweep)
-    result = sweep_blends(tuned, alphas, base=base, config=config, out=out, prompts=prompts,
+    result = sweep_blends(tuned, alphas, tuned_settings(tuned, config), base=base, out=out, prompts=prompts,
                           completions=completions, gold_tolerance=gold_tolerance, max_kl=max_kl,
                           save_merged=save_merged)
     stdout.print(table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
@@ -328,7 +330,7 @@ def values(
     if out is not None:
         check_out(out, (".json",))
     from tether.defenses.utility import read_values
-    from tether.infra.display import values_table
+    from tether.display import values_table
 
     rows = read_values(run_dir, nearest)
     stdout_print(values_table(rows, run_dir))

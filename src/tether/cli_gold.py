@@ -36,10 +36,10 @@ def agreement(
     """Check judges against a person's labels on the policy's own samples: AUC per question, pairwise agreement, a verdict."""
     from tether.labels.agreement import (
         agreement_report,
-        parse_judge,
         read_labels,
         report_table,
     )
+    from tether.watch.signals import parse_judge
 
     progress.set_enabled(not quiet)
     data = read_labels(labels, who)
@@ -100,6 +100,6 @@ def gold_score(
 
 
 def stdout_print(message) -> None:
-    from tether.infra.display import stdout
+    from tether.display import stdout
 
     stdout.print(message, emoji=False)  # "field:train: agrees" must not become a train emoji

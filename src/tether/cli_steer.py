@@ -46,7 +46,8 @@ def steer(
     """Continue CONTEXT with the policy while steering it toward PASSAGE's content and mood."""
     from tether.errors import TetherError
     from tether.infra import progress
-    from tether.steer.inputs import METHODS, read_text_arg
+    from tether.infra.texts import read_text_arg
+    from tether.steer.inputs import METHODS
 
     progress.set_enabled(not quiet)
     if method not in METHODS:
@@ -71,7 +72,7 @@ def steer(
         texts = steerer.add(context_text, passage_text, alpha=alpha, layer=layer, baseline=baseline_text, **common)
     else:
         texts = steerer.guide(context_text, passage_text, candidates=candidates, chunk_tokens=chunk_tokens, **common)
-    from tether.infra.display import stdout
+    from tether.display import stdout
 
     for i, text in enumerate(texts):
         stdout.print(("\n" if i else "") + context_text + text, markup=False, highlight=False, emoji=False)

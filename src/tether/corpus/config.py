@@ -13,7 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.trackers import ReportTo
-from tether.judge.gold_judge import GoldPath
+from tether.labels.gold_judge import GoldPath
 
 
 class MonitorLimits(BaseModel):

@@ -41,8 +41,8 @@ from tether.infra.generate import (
 from tether.infra.seeds import item_seed
 from tether.infra.texts import Prompt, plain_text, read_prompts
 from tether.judge.constitution import load_constitution
-from tether.judge.gold_judge import check_gold
-from tether.judge.judges import Judges
+from tether.labels.gold_judge import check_gold
+from tether.labels.judges import Judges
 
 
 def tree_search(gen: Generator, judge, prompt: Prompt, n: int, max_tokens: int, chunk: int, width: int,

@@ -83,25 +83,18 @@ def parse_alphas(text: str) -> list[float]:
     return [check_alpha(a) for a in alphas]
 
 
-def run_config(tuned: Tuned, config: str | Path | None = None):
-    """The tune settings: the `config` file if given, else the run directory's config.yaml."""
-    from tether.infra.config import load_config
-    from tether.tune.config import TuneConfig
-
-    if config is not None:
-        return load_config(TuneConfig, config)
-    if tuned.run_dir is None:
-        raise TetherError(f"{tuned.folder}: not inside a run directory; pass --config TUNE.yaml for the judges and "
-                          f"sampling settings")
-    return RunDir(tuned.run_dir).settings(TuneConfig, output_dir=tuned.run_dir)
-
-
 def base_name(tuned: Tuned, base: str | None, config: str | Path | None = None) -> str:
     """--base, else the policy_model of --config or of the run's config.yaml."""
     if base:
         return base
     if config is not None:
-        return run_config(tuned, config).policy_model
+        from tether.infra.config import parse_yaml
+        from tether.infra.texts import read_utf8
+
+        stored = parse_yaml(read_utf8(config), str(config))
+        if stored.get("policy_model"):
+            return stored["policy_model"]
+        raise TetherError(f"{config}: no policy_model; pass --base MODEL")
     stored = RunDir(tuned.run_dir).config() if tuned.run_dir is not None else {}
     if stored.get("policy_model"):
         return stored["policy_model"]

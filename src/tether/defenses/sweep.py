@@ -30,10 +30,8 @@ import torch
 
 from tether.defenses.blend import (
     Blend,
-    base_name,
     check_alpha,
     find_tuned,
-    run_config,
     save_blend,
 )
 from tether.errors import TetherError
@@ -115,26 +113,28 @@ def recommend(rows: list[dict], gold_tolerance: float, detectors: DetectorConfig
                         f"{len(passing)} point(s) that trip no monitor threshold{budget}")
 
 
-def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | None = None, config: str | Path | None = None,
+def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base: str | None = None,
                  out: str | Path | None = None, prompts: str | Path | None = None, completions: int = 4,
                  gold_tolerance: float = 0.05, max_kl: float | None = None, save_merged: bool = False,
                  seed: int | None = None) -> Sweep:
     """`tether blend --sweep`: measure each A on the prompts, write the tables, plot and samples to `out`.
 
+    `settings`: the tune config whose judges and sampling settings the sweep uses (`tune.config.tuned_settings`).
+
     `seed` replaces the run's seed for sampling (an experiment samples every run alike)."""
     from tether.infra.generate import Branch, Generator
     from tether.infra.models import load_embedder
     from tether.infra.texts import plain_text, read_prompts
-    from tether.judge.gold_judge import ConstitutionGold, check_gold
-    from tether.judge.judges import Judges
-    from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
+    from tether.labels.gold_judge import ConstitutionGold, check_gold
+    from tether.labels.judges import Judges
+    from tether.infra.texts import load_base
+    from tether.watch.drift import EmbeddingDrift, sample_base, save_base
     from tether.watch.metrics import batch_values
 
     alphas = [check_alpha(a) for a in alphas]
     if completions < 1:
         raise TetherError(f"--completions {completions}: must be at least 1")
     tuned = find_tuned(tuned_path)
-    settings = run_config(tuned, config)
     if seed is not None:
         settings = settings.model_copy(update={"seed": seed})
     check_gold(settings.gold_constitution, settings.device)  # a missing or bad gold: refused before any model loads
@@ -147,7 +147,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], *, base: str | Non
         progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
 
-    blend = Blend(tuned, base_name(tuned, base, config), device=settings.device)
+    blend = Blend(tuned, base or settings.policy_model, device=settings.device)
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
     judge, gold = judges.judge, judges.gold
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,

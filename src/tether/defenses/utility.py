@@ -35,7 +35,6 @@ The method (its reasons: docs/design-defenses.md):
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -44,9 +43,11 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from transformers import TrainerCallback
 
+from tether.defenses.values import ValueStore, nearest_texts
 from tether.errors import TetherError
-from tether.infra import atomic, jsonl
+from tether.infra import jsonl, ranks
 from tether.infra.models import embed
 from tether.infra.rundir import RunDir
 from tether.infra.texts import plain_text
@@ -127,72 +128,11 @@ def coverage(parts: np.ndarray, values: np.ndarray, weights: np.ndarray) -> floa
     return float((parts @ values.T).max(axis=0) @ weights / weights.sum())
 
 
-class ValueStore:
-    """Value embeddings with the texts they came from: terminal ones first, then instrumental."""
-
-    def __init__(self, embeddings: np.ndarray, entries: list[dict]):
-        self.embeddings, self.entries = embeddings, entries
-
-    @classmethod
-    def from_terminals(cls, embed, texts: Sequence[str]) -> ValueStore:
-        entries = [{"kind": "terminal", "text": t, "credit": 1.0, "count": 1, "step": 0, "sources": []} for t in texts]
-        return cls(embed(list(texts)), entries)
-
-    def of_kind(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = [i for i, e in enumerate(self.entries) if e["kind"] == kind]
-        return self.embeddings[rows], np.array([self.entries[i]["credit"] for i in rows])
-
-    def learn(self, embedding: np.ndarray, text: str, credit: float, step: int, source: str, config: UtilityConfig) -> str:
-        """Reinforce the nearest instrumental value, or store a new one; 'reinforced' or 'added'."""
-        rows = [i for i, e in enumerate(self.entries) if e["kind"] == "instrumental"]
-        if rows:
-            similarity = self.embeddings[rows] @ embedding
-            nearest = rows[int(similarity.argmax())]
-            if similarity.max() >= config.merge_similarity:
-                entry = self.entries[nearest]
-                entry["credit"] = (entry["credit"] * entry["count"] + credit) / (entry["count"] + 1)
-                entry["count"] += 1
-                entry["sources"] = (entry["sources"] + [source])[-3:]
-                return "reinforced"
-        self.entries.append({"kind": "instrumental", "text": text, "credit": float(credit), "count": 1, "step": step,
-                             "sources": [source]})
-        self.embeddings = np.vstack([self.embeddings, embedding[None]])
-        if len(self.entries) - len(self.of_kind("terminal")[1]) > config.max_values:
-            weakest = min(range(len(self.entries)), key=lambda i: (self.entries[i]["kind"] == "terminal",
-                                                                    self.entries[i]["credit"]))
-            del self.entries[weakest]
-            self.embeddings = np.delete(self.embeddings, weakest, axis=0)
-        return "added"
-
-    def save(self, folder: Path) -> None:
-        """Both files as one folder, swapped in whole: a reader never sees one file of one store beside the other's."""
-        from safetensors.numpy import save_file
-
-        with atomic.folder(folder) as building:
-            save_file({"embeddings": np.ascontiguousarray(self.embeddings, dtype=np.float32)},
-                      str(building / "values.safetensors"))
-            atomic.write_json(building / "values.json", self.entries)
-
-    @classmethod
-    def load(cls, folder: Path) -> ValueStore:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        try:
-            entries = json.loads((folder / "values.json").read_text(encoding="utf-8"))
-            embeddings = load_file(str(folder / "values.safetensors"))["embeddings"]
-        except (OSError, ValueError, KeyError, SafetensorError) as e:
-            raise TetherError(f"{folder}: not a readable value store ({e})") from None
-        if len(entries) != len(embeddings):
-            raise TetherError(f"{folder}: values.json has {len(entries)} values but the embeddings {len(embeddings)}")
-        return cls(embeddings, entries)
-
-
 class InstrumentalUtility:
     """A TRL reward function: each completion's utility under the value store.
 
     It also keeps the episodes it scored; `update(step)` learns instrumental values from
-    the best of them (`tether.watch.callbacks.ValueStoreCallback` calls it every `update_every` steps).
+    the best of them (`ValueStoreCallback` below calls it every `update_every` steps).
     """
 
     __name__ = "utility"
@@ -270,15 +210,6 @@ class InstrumentalUtility:
                 "values": len(self.store.entries) - len(terminals)}
 
 
-def nearest_texts(store: ValueStore, embed, texts: list[str], k: int = 3) -> list[list[tuple[float, str]]]:
-    """For each stored value, the k texts closest to it (cosine, best first): what the value means in words."""
-    if not texts:
-        return [[] for _ in store.entries]
-    similarity = store.embeddings @ embed(texts).T  # (values, texts)
-    order = np.argsort(-similarity, axis=1)[:, :k]
-    return [[(float(similarity[v, t]), texts[t]) for t in row] for v, row in enumerate(order)]
-
-
 def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts."""
     from tether.infra.models import load_embedder
@@ -298,3 +229,29 @@ def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
             for entry, n in zip(store.entries, near)]
     return sorted(rows, key=lambda r: (r["kind"] != "terminal", -r["credit"]))
+
+
+class ValueStoreCallback(TrainerCallback):
+    """Learns instrumental values every `update_every` steps; saves the store with the run.
+
+    The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
+    and source episodes; values.safetensors: the embeddings) and is copied into every TRL
+    checkpoint, so `--resume` continues with the store as it was at that step. A checkpoint
+    without its `values/` is incomplete (`RunDir.is_complete`): resume goes to the one before.
+    """
+
+    def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):
+        self.utility, self.run_dir = utility, run_dir
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.utility.config.update_every:
+            return
+        episodes = ranks.gather(self.utility.episodes)  # every process learns the same store
+        outcome = self.utility.update(state.global_step, episodes)
+        if self.run_dir is not None and ranks.is_main():
+            self.utility.store.save(self.run_dir.path / "values")
+            self.run_dir.event("values", step=state.global_step, **outcome)
+
+    def on_save(self, args, state, control, **kwargs):
+        if ranks.is_main():
+            self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")

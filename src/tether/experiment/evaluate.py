@@ -33,7 +33,7 @@ def gold_key(spec: str) -> str:
 
 def check_golds(config: ExperimentConfig) -> None:
     """Every gold readable, before any run starts (a typo found after a day of tuning is a lost day)."""
-    from tether.judge.gold_judge import check_gold
+    from tether.labels.gold_judge import check_gold
 
     keys = [gold_key(g) for g in config.golds]
     if len(set(keys)) != len(keys):
@@ -60,14 +60,14 @@ def _callable(spec: str):
 
 def score_golds(config: ExperimentConfig, settings, samples: list[dict]) -> None:
     """Add each experiment gold's score to every sample (in place), as `eval/NAME`."""
-    from tether.judge.gold_judge import load_gold
+    from tether.labels.gold_judge import GoldSpec, load_gold
 
     prompts, completions = [s["prompt"] for s in samples], [s["completion"] for s in samples]
     for spec in config.golds:
         if spec.startswith("python:"):
             scores = np.asarray(_callable(spec)(prompts, completions), dtype=float)
         else:
-            gold = load_gold(settings.model_copy(update={"gold_constitution": Path(spec)}))
+            gold = load_gold(GoldSpec.of(settings, Path(spec)))
             scores = gold.score(prompts, completions)
         if len(scores) != len(samples):
             raise TetherError(f"golds: {spec}: returned {len(scores)} scores for {len(samples)} texts")
@@ -89,10 +89,10 @@ def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, m
     if shared.exists() and not (out / "base_samples.jsonl").exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, out / "base_samples.jsonl")
-    sweep = sweep_blends(model or run_dir, [alpha], prompts=config.eval_prompts, completions=config.eval_completions,
-                         out=out, seed=config.eval_seed)
-    samples = list(jsonl.read(out / "samples.jsonl"))
     settings = RunDir(run_dir).settings(TuneConfig, output_dir=run_dir)
+    sweep = sweep_blends(model or run_dir, [alpha], settings, prompts=config.eval_prompts,
+                         completions=config.eval_completions, out=out, seed=config.eval_seed)
+    samples = list(jsonl.read(out / "samples.jsonl"))
     score_golds(config, settings, samples)
     for i, s in enumerate(samples):  # the pair key of a blind comparison: same prompt, same draw
         s["draw"] = i

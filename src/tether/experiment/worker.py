@@ -39,8 +39,10 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
     model, alpha, chosen = None, 1.0, {"model": "final"}
     if choice.choose == "blend":  # A chosen on the run's training prompts and its own gold
         from tether.defenses.sweep import sweep_blends
+        from tether.tune.config import tuned_settings
 
-        alpha = float(sweep_blends(tuned, choice.blend_alphas, out=own / "blend").recommended["alpha"])
+        sweep = sweep_blends(tuned, choice.blend_alphas, tuned_settings(tuned), out=own / "blend")
+        alpha = float(sweep.recommended["alpha"])
     elif choice.choose == "best":
         model, alpha, chosen = choose_best(tuned)
     if choice.of is not None:

@@ -16,7 +16,7 @@ import torch
 
 from tether.errors import TetherError
 from tether.infra.models import EMBEDDED_LM, load_adapter, load_causal_lm
-from tether.judge.tokens import SafeTokenizer
+from tether.infra.tokens import SafeTokenizer
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,40 +54,40 @@ def decode_utf8(data: bytes, where: str) -> str:
 def read_texts(source: str | Path) -> list[TextRecord]:
     """Texts from a .jsonl or .txt file, or from stdin when `source` is '-'."""
     if str(source) == "-":
-        content, where = decode_utf8(sys.stdin.buffer.read(), "stdin"), "stdin"
-        is_jsonl = content.lstrip().startswith("{")
+        data, where = sys.stdin.buffer.read(), "stdin"
+        is_jsonl = data.lstrip().startswith(b"{")
     else:
         path = Path(source)
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".txt"):
             raise TetherError(f"{path}: unknown text format '{suffix}'; use .jsonl (field `text`) or .txt (one per line)")
-        content, where, is_jsonl = read_utf8(path), str(path), suffix == ".jsonl"
-    records = _parse_jsonl(content, where) if is_jsonl else _parse_lines(content)
+        data, where, is_jsonl = read_bytes(path), str(path), suffix == ".jsonl"
+    records = _parse_jsonl(data, where) if is_jsonl else _parse_lines(decode_utf8(data, where))
     if not records:
         raise TetherError(f"{where}: no texts found; write one text per line (.txt) or one JSON object per line (.jsonl)")
     return records
 
 
+def text_lines(content: str) -> list[str]:
+    """Lines of a text file: split at "\n" only (a trailing "\r" dropped), so a U+2028, \f or \x1c inside a
+    line stays in its text (`str.splitlines` would break there)."""
+    return [line.removesuffix("\r") for line in content.split("\n")]
+
+
 def _parse_lines(content: str) -> list[TextRecord]:
-    return [TextRecord(line, {"line": n}) for n, line in enumerate(content.splitlines(), 1) if line.strip()]
+    return [TextRecord(line, {"line": n}) for n, line in enumerate(text_lines(content), 1) if line.strip()]
 
 
-def _jsonl_objects(content: str, where: str):
-    """(line number, object) for each non-blank line; malformed lines are named."""
-    for n, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TetherError(f"{where}: line {n}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise TetherError(f"{where}: line {n}: expected a JSON object, one per line")
-        yield n, obj
+def _jsonl_objects(data: bytes, where: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line, read by `jsonl` (a cut last line is an error here:
+    an input is written whole); malformed lines are named."""
+    from tether.infra import jsonl
+
+    return jsonl.parse_numbered(data, where, torn_ok=False)
 
 
-def _parse_jsonl(content: str, where: str) -> list[TextRecord]:
-    return [TextRecord(_text_of(obj, where, n), {"line": n, **obj}) for n, obj in _jsonl_objects(content, where)]
+def _parse_jsonl(data: bytes, where: str) -> list[TextRecord]:
+    return [TextRecord(_text_of(obj, where, n), {"line": n, **obj}) for n, obj in _jsonl_objects(data, where)]
 
 
 def _text_of(obj: dict, where: str, n: int) -> str:
@@ -120,7 +121,7 @@ def read_prompts(source: str | Path) -> list[Prompt]:
     path = Path(source)
     if path.suffix.lower() == ".jsonl":
         prompts: list[Prompt] = []
-        for n, obj in _jsonl_objects(read_utf8(path), str(path)):
+        for n, obj in _jsonl_objects(read_bytes(path), str(path)):
             prompt = obj.get("messages", obj.get("prompt", obj.get("text")))
             if isinstance(prompt, list):
                 prompts.append(_messages(prompt, f"{path}: line {n}"))
@@ -179,3 +180,40 @@ def plain_text(item) -> str:
 
 def is_conversation(prompt) -> bool:
     return isinstance(prompt, list)
+
+
+def judged_texts(prompts: Sequence, completions: Sequence, include_prompt: bool = True) -> list[str]:
+    """What the judge reads of a completion; one function, so `tether audit --run` judges as the run's reward did (`rewards.constitution`).
+
+    >>> judged_texts([[{"role": "user", "content": "Hi."}]], [[{"role": "assistant", "content": "Hello!"}]])
+    ['User: Hi.\\n\\nAssistant: Hello!']
+    """
+    completions = [plain_text(c) for c in completions]
+    return [plain_text(p) + c for p, c in zip(prompts, completions)] if include_prompt else completions
+
+
+def load_base(path: str | Path) -> dict[str, list[str]]:
+    """The base model's completions per prompt (`base_samples.jsonl`: {prompt, completions} a line)."""
+    from tether.infra import jsonl
+
+    return {row["prompt"]: row["completions"] for row in jsonl.read(path, missing_ok=False)}
+
+
+def read_text_arg(value: str, what: str) -> str:
+    """A literal text, or `@PATH` for a UTF-8 file's content (`@@...` is a literal starting with @).
+
+    >>> read_text_arg("  It rained.  ", "PASSAGE")
+    'It rained.'
+    >>> read_text_arg("@@home", "PASSAGE")
+    '@home'
+    """
+    if value.startswith("@@"):
+        text = value[1:]
+    elif value.startswith("@"):
+        text = read_utf8(value[1:])
+    else:
+        text = value
+    text = text.strip()
+    if not text:
+        raise TetherError(f"{what}{f' ({value})' if value.startswith('@') else ''}: empty; give some text to steer with")
+    return text

@@ -31,7 +31,6 @@ from tether.errors import TetherError
 if TYPE_CHECKING:  # torch-free at import: the CLI picks the texts before any model loads
     from tether.judge.constitution import Constitution
     from tether.judge.evaluator import Evaluator
-    from tether.judge.habits import HabitsReport
 
 SPECIAL_TOKEN_STRING = "<start_of_image>"  # the token Gemma 270M learned to spam on this machine
 
@@ -110,7 +109,7 @@ class AuditReport:
     baseline: dict[str, dict[str, float]]  # mode -> principle -> mean original score
     constant: str = DEFAULT_CONSTANT
     source: str = "texts"  # or "base samples of RUN_DIR" (`--run` without TEXTS)
-    habits: HabitsReport | None = None  # `--run`: what the judge pays for the run's habits
+    habits: object | None = None  # `--run`: a `judge.habits.HabitsReport`, what the judge pays for the run's habits
 
     def exploitable(self, mode: str) -> dict[str, list[str]]:
         """principle -> the perturbations that exploit it, in this mode."""
@@ -175,7 +174,7 @@ def run_audit(
     if prompts is None:
         judged = texts + [fn(t) for fn in tricks.values() for t in texts]
     else:
-        from tether.tune.rewards import judged_texts
+        from tether.infra.texts import judged_texts
 
         judged = judged_texts(list(prompts) * (1 + len(tricks)),
                               texts + [_in_completion(fn, t) for fn in tricks.values() for t in texts])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from tether.errors import TetherError
-from tether.judge.tokens import SafeTokenizer
+from tether.infra.tokens import SafeTokenizer
 
 # Private-use characters: no tokenizer vocabulary or template filter touches them.
 _SLOT = "\ue000tether-text-{}\ue001"

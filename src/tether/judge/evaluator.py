@@ -43,7 +43,7 @@ from tether.judge.constitution import (
     read_chat_template,
 )
 from tether.judge.prompts import build_probes, text_lead
-from tether.judge.tokens import SafeTokenizer, word_variant_ids
+from tether.infra.tokens import SafeTokenizer, word_variant_ids
 
 LongText = Literal["truncate_left", "truncate_right", "error"]
 DEFAULT_MAX_TEXT_TOKENS = 2048  # far above a completion; 32k-token texts cost minutes each on a CPU

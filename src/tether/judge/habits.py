@@ -67,7 +67,7 @@ class RunTexts:
 def read_run(run_dir: str | Path, late: int | None = None) -> RunTexts:
     """The last `late` steps' samples (default: the last third of the steps) and the base samples."""
     from tether.infra import jsonl
-    from tether.watch.drift import load_base
+    from tether.infra.texts import load_base
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -239,7 +239,7 @@ class HabitsReport:
 def run_habits(evaluator: Evaluator, run: RunTexts, top: int = TOP, threshold: float = 0.2, min_share: float = 0.6,
                show_progress: bool = False) -> HabitsReport:
     """Judge late vs base completions of the same prompts, find the run's habits, and price them on the base texts."""
-    from tether.tune.rewards import judged_texts
+    from tether.infra.texts import judged_texts
 
     late, base = run.late, run.late_base()
     habits = find_habits([c for _, c in late], [c for _, c in base], top)

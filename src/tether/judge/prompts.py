@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tether.judge.chat import chat_prompt, judge_template
 from tether.judge.constitution import Constitution, Principle
-from tether.judge.tokens import SafeTokenizer
+from tether.infra.tokens import SafeTokenizer
 
 FLIP = {"yes": "no", "no": "yes"}
 

@@ -40,7 +40,7 @@ from tether.judge.constitution import (
 )
 from tether.judge.evaluator import DEFAULT_MAX_TEXT_TOKENS, Evaluator, LongText
 from tether.judge.prompts import build_probes, text_lead
-from tether.judge.tokens import SafeTokenizer, word_variant_ids
+from tether.infra.tokens import SafeTokenizer, word_variant_ids
 
 SCHEME = "openai:"
 

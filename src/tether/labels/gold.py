@@ -85,7 +85,7 @@ def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16
     """Mean-pooled last hidden state of each text (unit length), tokenized as untrusted text."""
     import torch
 
-    from tether.judge.tokens import SafeTokenizer
+    from tether.infra.tokens import SafeTokenizer
 
     model, tokenizer = _causal_lm(model_name, device)
     safe = SafeTokenizer(tokenizer)

@@ -8,7 +8,11 @@ batch (appended and fsynced: acknowledged = logged), and only then answers each 
 event loop. Under load the queue fills while the judge is busy, so batches grow without
 any wait; when idle, `max_wait_ms` is the most a lone request waits for company.
 
-A batch that fails is retried one job at a time, so one bad request fails alone.
+A batch the judge fails on is retried one job at a time, so one bad request fails alone;
+that is safe because nothing of it was logged yet. Once a batch's samples are appended they
+are never judged or appended again: a failure of the append itself answers the batch's jobs
+with an error (the run's count follows whatever landed), and a failure after it (the window's
+metrics line, the detectors) is reported while every job still gets its logged rows.
 """
 
 from __future__ import annotations
@@ -93,21 +97,34 @@ class Batcher:
             self._run(jobs)
 
     def _run(self, jobs: list[Job]) -> None:
+        start = time.perf_counter()
         try:
-            answers = self._judge(jobs)
-        except Exception:  # noqa: BLE001 - retried alone, so the failing job is the only one told
+            rows = self._judge(jobs)
+        except Exception:  # noqa: BLE001 - nothing is logged yet: retried alone, so the failing job is the only one told
             if len(jobs) == 1:
                 self._answer(jobs[0], error=_failure())
                 return
             for job in jobs:
                 self._run([job])
             return
-        for job, rows in zip(jobs, answers):
-            self._answer(job, rows)
+        if self.run is not None:
+            try:
+                rows = self.run.append(rows)  # fsynced before any answer: acknowledged = logged
+            except Exception:  # noqa: BLE001 - not one request's fault, and some lines may have landed: no retry
+                error = _failure("the run log could not be written")
+                for job in jobs:
+                    self._answer(job, error=error)
+                return
+        # Logged: from here on nothing is judged or appended again; each job gets its rows.
+        self._after_logging(jobs, len(rows), time.perf_counter() - start)
+        at = 0
+        for job in jobs:
+            self._answer(job, rows[at : at + len(job.texts)])
+            at += len(job.texts)
 
-    def _judge(self, jobs: list[Job]) -> list[list[dict]]:
+    def _judge(self, jobs: list[Job]) -> list[dict]:
+        """The judged rows of every job's texts, in order; nothing is logged here."""
         texts = [t for job in jobs for t in job.texts]
-        start = time.perf_counter()
         result = self.evaluator.score(texts)
         totals, scores = result.total(), result.scores()
         rows = []
@@ -119,17 +136,19 @@ class Batcher:
                 if job.labels is not None:
                     row["label"] = job.labels[i]
                 rows.append(row)
-        if self.run is not None:
-            rows = self.run.record(rows)  # fsynced before any answer: acknowledged = logged
+        return rows
+
+    def _after_logging(self, jobs: list[Job], texts: int, seconds: float) -> None:
+        """The counters and the windows the batch filled; a failure is reported, never retried by re-judging."""
         s = self.stats
-        s.judge_seconds += time.perf_counter() - start
-        s.jobs, s.texts, s.batches, s.largest = s.jobs + len(jobs), s.texts + len(texts), s.batches + 1, max(s.largest, len(texts))
-        s.sizes[len(texts)] = s.sizes.get(len(texts), 0) + 1
-        out, at = [], 0
-        for job in jobs:
-            out.append(rows[at : at + len(job.texts)])
-            at += len(job.texts)
-        return out
+        s.judge_seconds += seconds
+        s.jobs, s.texts, s.batches, s.largest = s.jobs + len(jobs), s.texts + texts, s.batches + 1, max(s.largest, texts)
+        s.sizes[texts] = s.sizes.get(texts, 0) + 1
+        if self.run is not None:
+            try:
+                self.run.close_windows()
+            except Exception as e:  # noqa: BLE001 - the samples are logged; the window waits for the next batch
+                self.run.warn("closing a window (metrics line, detectors)", e)
 
     def _answer(self, job: Job, rows: list[dict] | None = None, error: JudgeFailed | None = None) -> None:
         if error is not None:
@@ -157,12 +176,13 @@ class JudgeFailed(Exception):
         self.status = status
 
 
-def _failure() -> JudgeFailed:
+def _failure(doing: str | None = None) -> JudgeFailed:
+    """The exception being handled as a JudgeFailed: the judge's (400 for a TetherError), or `doing`'s (500)."""
     import sys
 
     from tether.errors import TetherError
 
     e = sys.exc_info()[1]
-    if isinstance(e, TetherError):
+    if doing is None and isinstance(e, TetherError):
         return JudgeFailed(" ".join(str(e).split())[:300], 400)
-    return JudgeFailed(" ".join(f"the judge failed: {type(e).__name__}: {e}".split())[:300], 500)
+    return JudgeFailed(" ".join(f"{doing or 'the judge failed'}: {type(e).__name__}: {e}".split())[:300], 500)

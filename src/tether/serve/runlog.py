@@ -9,7 +9,10 @@
 The trainer (OpenRLHF, verl) owns the policy, so there is no KL, gold judge or checkpoint
 here: the monitors over the completions, the train reward and the detectors on them are
 tether's view of the run. Samples are appended and fsynced before their request is answered;
-a window's metrics line follows its last sample. After a kill, the next start continues the
+a window's metrics line follows its last sample. Logging samples (`append`) and closing the
+windows they fill (`close_windows`) are two steps, so a failure in the second never makes a
+caller log the samples again: a window that could not be closed waits, in order, for the
+next call (or `close`). After a kill, the next start continues the
 folder: the partial window is read back from samples.jsonl, a window whose samples were all
 logged but whose metrics line was not is completed, so nothing acknowledged is lost and no
 step appears twice.
@@ -17,6 +20,7 @@ step appears twice.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import time
 from pathlib import Path
@@ -47,6 +51,7 @@ class ServeRun:
         self.tripped: set[str] = set()
         self.history: list[dict] = []
         self.current: list[dict] = []  # the samples of the window being filled
+        self.backlog: list[tuple[int, list[dict]]] = []  # filled windows whose metrics line is not written yet
         self.count = 0  # samples logged so far
         self._lock_handle = None
         self._prepare(force)
@@ -120,7 +125,7 @@ class ServeRun:
             by_step.setdefault(row["step"], []).append(row)
         for step in sorted(s for s in by_step if s > last):
             if len(by_step[step]) >= self.window:  # logged in full; the kill came before its metrics line
-                self._close_window(step, by_step[step])
+                self._detect(self._close_window(step, by_step[step]), by_step[step])
         partial = self.count // self.window + 1
         self.current = by_step.get(partial, []) if partial not in steps else []
         self.event("resume", samples=self.count, step=self.history[-1]["step"] if self.history else 0)
@@ -136,27 +141,68 @@ class ServeRun:
 
     def close(self, reason: str = "stop") -> None:
         if self._lock_handle is not None and not self._lock_handle.closed:
+            try:
+                self.close_windows()  # a window a failure left waiting
+            except Exception as e:  # noqa: BLE001 - the next start completes a window logged in full
+                self.warn("closing the last windows", e)
             self.event(reason, samples=self.count)
             self._lock_handle.close()
+
+    def warn(self, doing: str, error: Exception) -> None:
+        """A failure the service lives through, on the console and, when it can be written, as an event."""
+        from rich.markup import escape
+
+        message = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        progress.console.print(f"[yellow]tether serve[/]: {doing} failed: {escape(message)}", highlight=False)
+        with contextlib.suppress(Exception):  # the console line has told it
+            self.event("error", doing=doing, error=message)
 
     # --- samples and windows ------------------------------------------------------------
 
     def record(self, rows: list[dict]) -> list[dict]:
-        """Log judged samples (appended and fsynced in one write), then close the windows they fill."""
-        logged = []
-        for row in rows:
-            logged.append({"step": self.count // self.window + 1, "sample": self.count, **row})
-            self.count += 1
-        jsonl.append(self.path / "samples.jsonl", logged)
+        """Log judged samples, then close the windows they fill (`append`, then `close_windows`)."""
+        logged = self.append(rows)
+        self.close_windows()
+        return logged
+
+    def append(self, rows: list[dict]) -> list[dict]:
+        """Number judged samples and log them (appended and fsynced in one write); nothing more.
+
+        The count follows the file: if the write raises after some lines landed (an fsync
+        error), those are taken as logged before the error goes on, so no number is given
+        twice. The caller must not append these rows again either way."""
+        logged = [{"step": (self.count + i) // self.window + 1, "sample": self.count + i, **row}
+                  for i, row in enumerate(rows)]
+        try:
+            jsonl.append(self.path / "samples.jsonl", logged)
+        except Exception:
+            self._take(jsonl.read(self.path / "samples.jsonl")[self.count :])
+            raise
+        self._take(logged)
+        return logged
+
+    def _take(self, logged: list[dict]) -> None:
+        """Count logged samples into the window being filled; a filled window joins the backlog."""
+        self.count += len(logged)
         for row in logged:
             self.current.append(row)
             if len(self.current) == self.window:
-                self._close_window(row["step"], self.current)
+                self.backlog.append((row["step"], self.current))
                 self.current = []
-        return logged
 
-    def _close_window(self, step: int, rows: list[dict]) -> None:
-        """A window's metrics line, then the detectors over every line so far."""
+    def close_windows(self) -> None:
+        """Write each filled window's metrics line, in order, then run the detectors on it.
+
+        A window whose line could not be written stays first in the backlog (retried on the
+        next call); once its line is written it leaves the backlog, so no step is written twice."""
+        while self.backlog:
+            step, rows = self.backlog[0]
+            metrics = self._close_window(step, rows)
+            del self.backlog[0]
+            self._detect(metrics, rows)
+
+    def _close_window(self, step: int, rows: list[dict]) -> dict:
+        """A window's metrics line, written and added to the history."""
         completions = [r["completion"] for r in rows]
         names = [k.removeprefix("train/") for k in rows[0] if k.startswith("train/")]
         metrics = {"step": step, "reward/train": float(np.mean([r["train"] for r in rows])),
@@ -164,6 +210,11 @@ class ServeRun:
                    **batch_values(completions), "serve/samples": len(rows), "time": _now()}
         jsonl.append(self.path / "metrics.jsonl", [metrics])
         self.history.append(metrics)
+        return metrics
+
+    def _detect(self, metrics: dict, rows: list[dict]) -> None:
+        """The detectors over every metrics line so far; a new trip is an event and a console line."""
+        step, completions = metrics["step"], [r["completion"] for r in rows]
         new = [t for t in check(self.history, self.detectors) if t.detector not in self.tripped]
         if new:
             self.tripped.update(t.detector for t in new)

@@ -14,7 +14,7 @@ steering"):
 """
 
 _HOME = {"Steerer": "tether.steer.steerer", "read_text_arg": "tether.steer.inputs",
-         "PassageReward": "tether.steer.reward", "steering_vector": "tether.steer.vector",
+         "PassageReward": "tether.rewards.passage", "steering_vector": "tether.steer.vector",
          "added": "tether.steer.vector", "DEFAULT_BASELINE": "tether.steer.vector"}
 
 

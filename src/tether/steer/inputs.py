@@ -2,27 +2,6 @@
 
 from __future__ import annotations
 
-from tether.errors import TetherError
-from tether.infra.texts import read_utf8
+from tether.infra.texts import read_text_arg  # noqa: F401  (steering reads its texts here)
 
 METHODS = ("add", "guide")  # activation addition, embedding guidance
-
-
-def read_text_arg(value: str, what: str) -> str:
-    """A literal text, or `@PATH` for a UTF-8 file's content (`@@...` is a literal starting with @).
-
-    >>> read_text_arg("  It rained.  ", "PASSAGE")
-    'It rained.'
-    >>> read_text_arg("@@home", "PASSAGE")
-    '@home'
-    """
-    if value.startswith("@@"):
-        text = value[1:]
-    elif value.startswith("@"):
-        text = read_utf8(value[1:])
-    else:
-        text = value
-    text = text.strip()
-    if not text:
-        raise TetherError(f"{what}{f' ({value})' if value.startswith('@') else ''}: empty; give some text to steer with")
-    return text

@@ -16,7 +16,7 @@ from tether.defenses.utility import UtilityConfig
 from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
 from tether.infra.trackers import ReportTo
-from tether.judge.gold_judge import GoldPath
+from tether.labels.gold_judge import GoldPath
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
 
@@ -191,7 +191,7 @@ class TuneConfig(BaseModel):
     @classmethod
     def _read_passages(cls, value: list[str]) -> list[str]:
         from tether.errors import TetherError
-        from tether.steer.inputs import read_text_arg
+        from tether.infra.texts import read_text_arg
 
         try:  # @files are read now: the saved config holds the texts the run was rewarded for
             return [read_text_arg(text, f"passages[{i}]") for i, text in enumerate(value)]
@@ -230,3 +230,34 @@ def resume_config(run_dir: str | Path) -> TuneConfig:
     """The config a run was started with, for `--resume`: always continuing `run_dir` itself, whatever
     output_dir its config.yaml names (a copied run must not finish the original)."""
     return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())
+
+
+def run_settings(run_dir: str | Path, config: str | Path | None = None, overrides=()) -> TuneConfig:
+    """A run's TuneConfig (or FILE's), with --set overrides, for replaying its detectors; the gold
+    judge is not needed, so not checked."""
+    from tether.errors import TetherError
+    from tether.infra.config import load_config
+
+    run = RunDir(run_dir)
+    if config is not None:
+        return load_config(TuneConfig, config, overrides)
+    if not (run.path / "config.yaml").exists():
+        raise TetherError(f"{run.path}: no run here (no config.yaml); give a tether run directory")
+    data = {k: v for k, v in run.config().items() if k != "gold_constitution"}
+    return load_config(TuneConfig, data=data, overrides=overrides, where=str(run.path / "config.yaml"))
+
+
+def tuned_settings(tuned_path: str | Path, config: str | Path | None = None) -> TuneConfig:
+    """The tune settings of tuned weights (`tether blend`): the `config` file if given, else the
+    config.yaml of the run directory around them."""
+    from tether.defenses.blend import find_tuned
+    from tether.errors import TetherError
+    from tether.infra.config import load_config
+
+    if config is not None:
+        return load_config(TuneConfig, config)
+    tuned = find_tuned(tuned_path)
+    if tuned.run_dir is None:
+        raise TetherError(f"{tuned.folder}: not inside a run directory; pass --config TUNE.yaml for the judges and "
+                          f"sampling settings")
+    return RunDir(tuned.run_dir).settings(TuneConfig, output_dir=tuned.run_dir)

@@ -71,7 +71,7 @@ class RefitCallback(TrainerCallback):
 
     def _pay(self, gold: Path) -> None:
         """Pay this gold folder in place of `path`'s gold (the first; `also` golds stay)."""
-        from tether.judge.gold_judge import FolderGold
+        from tether.labels.gold_judge import FolderGold
         from tether.labels.gold import GoldJudge
 
         self.reward.golds[0] = FolderGold(GoldJudge.load(gold, device=self.config.device))

@@ -4,8 +4,8 @@
     tether tune examples/tune_cheerful.yaml --set steps=5   # any field overridden
     tether tune --resume runs/cheerful                      # continue after a crash
 
-Reads top to bottom: config -> inputs (prompts, constitutions) -> run directory -> seed ->
-models -> judges -> TRL trainer -> train -> final adapter. Inputs are read before the run
+`run_tune` reads top to bottom as its phases: check the inputs -> open the run directory ->
+seed -> load the models and judges -> the reward terms -> the TRL trainer -> train -> finish. Inputs are read before the run
 directory is written, so a mistyped path leaves nothing behind to block the next try. The RL engine is TRL's GRPOTrainer or RLOOTrainer;
 tether supplies the reward (the constitution), the monitors and the bookkeeping.
 """
@@ -13,41 +13,30 @@ tether supplies the reward (the constitution), the monitors and the bookkeeping.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import torch
 from transformers import PrinterCallback
 
 from tether.defenses.embedding_kl import EmbeddingKL
-from tether.defenses.utility import InstrumentalUtility, ValueStore
+from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks, trackers
 from tether.infra.generate import check_chat_policy
-from tether.infra.models import (
-    checkpointing_args,
-    load_causal_lm,
-    load_embedder,
-    precision_args,
-    resolve_device,
-)
+from tether.infra.models import load_causal_lm, load_embedder
 from tether.infra.rundir import RunDir
-from tether.infra.texts import read_prompts
+from tether.infra.texts import load_base, read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
-from tether.judge.gold_judge import check_gold, load_gold
 from tether.judge.remote import RemoteEvaluator, is_remote, make_evaluator
-from tether.judge.tokens import SafeTokenizer
+from tether.labels.gold_judge import GoldSpec, check_gold, load_gold
+from tether.rewards.constitution import ConstitutionReward
+from tether.rewards.gold import GoldReward
+from tether.rewards.shaping import RewardShape, reference_baseline
 from tether.tune.config import TuneConfig
-from tether.tune.gold_reward import GoldReward
-from tether.tune.rewards import ConstitutionReward
-from tether.tune.shaping import RewardShape, reference_baseline
-from tether.watch.callbacks import (
-    DetectorCallback,
-    MonitorCallback,
-    RewardTerm,
-    StepPrinter,
-    ValueStoreCallback,
-)
-from tether.watch.drift import EmbeddingDrift, load_base, sample_base, save_base
+from tether.tune.trainer import check_batch_splits, suppressed_ids, trl_config, vllm_args
+from tether.watch.callbacks import DetectorCallback, MonitorCallback, RewardTerm, StepPrinter
+from tether.watch.drift import EmbeddingDrift, sample_base, save_base
 from tether.watch.metrics import is_tether_metric
 from tether.watch.shift import ShiftTest
 
@@ -55,26 +44,61 @@ from tether.watch.shift import ShiftTest
 def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, callbacks: list | None = None) -> RunDir:
     """Tune as `config` says; `callbacks` are extra TRL callbacks (a profiler, a logger of your own)."""
     from accelerate import PartialState
-    from datasets import Dataset
-    from peft import LoraConfig
     from transformers import set_seed
 
     PartialState()  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
-    _check_batch_splits(config)
-    vllm_args = _vllm_args(config)  # refused before anything is written, on a machine without a GPU
+    inputs = check_inputs(config)  # every input refused before the run directory is written
+    run, checkpoint, done_steps = open_run(config, resume, force)
+    set_seed(config.seed)
+    parts = load_parts(config, inputs, run)
+    terms, utility, refit = reward_terms(config, inputs, parts, run, checkpoint)
+    trainer, detector = build_trainer(config, inputs, parts, run, terms, utility, [*refit, *(callbacks or [])])
+    if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
+        detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
+    if ranks.is_main():
+        progress.console.print(f"tuning {config.policy_model} for {config.steps} steps on "
+                               f"{ranks.world_size()} process(es) -> {run.path}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finish(config, run, trainer, detector, done_steps)
+    return run
+
+
+# --- 1. inputs ------------------------------------------------------------------------------
+
+
+@dataclass
+class Inputs:
+    """What the config names, read and checked before anything is written."""
+
+    prompts: list
+    constitutions: list  # the train judge's, then a judge ensemble's others
+    gold: object  # check_gold's result for gold_constitution
+    paid: list  # ... for gold_reward's path and `also`
+    vllm: dict
+
+
+def check_inputs(config: TuneConfig) -> Inputs:
+    """Refuse bad inputs now, so a mistyped path leaves no run directory behind to block the next try."""
+    check_batch_splits(config)
+    vllm = vllm_args(config)  # refused on a machine without a GPU
     trackers.check_installed(config.report_to)  # and a tracker that is not installed
-    prompts = read_prompts(config.prompts)  # bad inputs, too, are refused before the run directory is written
+    prompts = read_prompts(config.prompts)
     check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
-    constitution = load_constitution(config.constitution)
-    more_constitutions = [load_constitution(j.constitution) for j in config.judges]  # a judge ensemble's others
+    constitutions = [load_constitution(config.constitution), *(load_constitution(j.constitution) for j in config.judges)]
     for name in {config.judge_model, *(j.model for j in config.judges if j.model)}:
         if is_remote(name):  # a served judge is asked now, so a wrong URL leaves no run directory behind
             RemoteEvaluator.check(name)
-    gold_checked = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
-    paid_checked = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
-                    ] if config.gold_reward.weight else []
+    gold = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
+    paid = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
+            ] if config.gold_reward.weight else []
+    return Inputs(prompts, constitutions, gold, paid, vllm)
 
-    # --- run directory: written by the main process only ---------------------------------
+
+# --- 2. the run directory: written by the main process only ---------------------------------
+
+
+def open_run(config: TuneConfig, resume: bool, force: bool) -> tuple[RunDir, Path | None, int]:
+    """Start the run directory, or rewind it to its last checkpoint; every process stops on a refusal."""
     run = RunDir(config.output_dir)
     checkpoint, done_steps = (None, 0)
     if resume:
@@ -96,84 +120,116 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     refusal = ranks.broadcast(refusal)  # every process stops, not only the one that writes
     if refusal:
         raise TetherError(refusal)
+    return run, checkpoint, done_steps
 
-    # --- seed, in one place -------------------------------------------------------------
-    set_seed(config.seed)
 
-    # --- models and judges --------------------------------------------------------------
+# --- 3. models, judges and what the monitors compare against -------------------------------
+
+
+@dataclass
+class Parts:
+    policy: object
+    tokenizer: object
+    reward: ConstitutionReward
+    gold: object
+    shared: tuple | None  # the train judge's (model, tokenizer), reused by golds on the same model
+    suppress: list[int] | None
+    embedder: object
+    base_samples: dict | None
+    drift: EmbeddingDrift | None = None
+    shift: ShiftTest | None = None
+    extra: list = field(default_factory=list)
+
+
+def load_parts(config: TuneConfig, inputs: Inputs, run: RunDir) -> Parts:
     policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
     loaded = {} if is_remote(config.judge_model) else {  # a served judge has no local weights to share
         config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)}
-    judge, *more = _judges(config, [constitution, *more_constitutions], loaded)
-    judge_model, judge_tokenizer = loaded.get(config.judge_model, (None, None))
-    shared = (judge_model, judge_tokenizer) if judge_model is not None else None
+    judge, *more = _judges(config, inputs.constitutions, loaded)
+    shared = loaded.get(config.judge_model)
     reads_prompt = config.judge_reads == "conversation"
-    gold = load_gold(config, gold_checked, shared=shared, include_prompt=reads_prompt)
+    gold = load_gold(GoldSpec.of(config), inputs.gold, shared=shared, include_prompt=reads_prompt)
     reward = ConstitutionReward(judge, include_prompt=reads_prompt, extra=more, ensemble=config.ensemble,
                                 ensemble_lambda=config.ensemble_lambda)
-    suppress = _suppressed_ids(tokenizer, config)
+    suppress = suppressed_ids(tokenizer, config)
     embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
-    base_samples = _base_samples(config, run, policy, tokenizer, prompts, suppress)
+    base_samples = _base_samples(config, run, policy, tokenizer, inputs.prompts, suppress)
     reward.shape = RewardShape(config.reward_shape, reference_baseline(reward.raw, base_samples)
                                if config.reward_shape == "reference" else None)  # r_base: the base's mean score
-    drift = EmbeddingDrift(embedder, base_samples) if embedder else None
-    shift = ShiftTest(drift.base_vectors, config.detectors.shift_window, config.detectors.shift_alpha,
-                      config.seed) if drift else None
+    parts = Parts(policy, tokenizer, reward, gold, shared, suppress, embedder, base_samples)
+    if embedder:
+        parts.drift = EmbeddingDrift(embedder, base_samples)
+        parts.shift = ShiftTest(parts.drift.base_vectors, config.detectors.shift_window, config.detectors.shift_alpha,
+                                config.seed)
+    return parts
 
-    # --- the reward: the constitution, and the defenses that are on ---------------------
-    terms = [RewardTerm("constitution", config.constitution_weight, reward)]
+
+# --- 4. the reward: the constitution, and the defenses that are on -------------------------
+
+
+def reward_terms(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, checkpoint: Path | None):
+    """(terms, the utility or None, callbacks the terms need): each term a weighted TRL reward function."""
+    terms, utility, callbacks = [RewardTerm("constitution", config.constitution_weight, parts.reward)], None, []
     if config.embedding_kl.coef:
         terms.append(RewardTerm("embedding_kl", config.embedding_kl.coef, EmbeddingKL(
-            embedder, base_samples, config.embedding_kl.distance, config.embedding_kl.bandwidth)))
-    utility = None
+            parts.embedder, parts.base_samples, config.embedding_kl.distance, config.embedding_kl.bandwidth)))
     if config.utility.weight:
         stored = checkpoint / "values" if checkpoint else None  # the store as it was at the checkpoint
-        utility = InstrumentalUtility(embedder, config.utility,
+        utility = InstrumentalUtility(parts.embedder, config.utility,
                                       ValueStore.load(stored) if stored and stored.exists() else None,
                                       limits=config.detectors.limits())
         terms.append(RewardTerm("utility", config.utility.weight, utility))
-    if config.gold_reward.weight:  # the person's labels, fitted, paid (tune/gold_reward.py)
-        paid = [load_gold(config.model_copy(update={"gold_constitution": p}), checked, shared=shared)
-                for p, checked in zip([config.gold_reward.path, *config.gold_reward.also], paid_checked)]
+    if config.gold_reward.weight:  # the person's labels, fitted, paid (rewards/gold.py)
+        paths = [config.gold_reward.path, *config.gold_reward.also]
+        paid = [load_gold(GoldSpec.of(config, p), checked, shared=parts.shared) for p, checked in zip(paths, inputs.paid)]
         terms.append(RewardTerm("gold_reward", config.gold_reward.weight, GoldReward(paid, config.gold_reward.shape)))
         if config.gold_reward.refit_every:  # the person's answers refit it as the run goes (tune/refit.py)
             from tether.tune.refit import RefitCallback
 
-            callbacks = [*(callbacks or []), RefitCallback(terms[-1].function, config, run)]
-    if config.passage_weight:  # the source text's "embedding of an objective" (tether/steer/reward.py)
-        from tether.steer.reward import PassageReward
+            callbacks.append(RefitCallback(terms[-1].function, config, run))
+    if config.passage_weight:  # the source text's "embedding of an objective" (rewards/passage.py)
+        from tether.rewards.passage import PassageReward
 
-        terms.append(RewardTerm("passage", config.passage_weight, PassageReward(embedder, config.passages)))
+        terms.append(RewardTerm("passage", config.passage_weight, PassageReward(parts.embedder, config.passages)))
+    return terms, utility, callbacks
 
-    # --- the TRL trainer ----------------------------------------------------------------
-    detector = DetectorCallback(reward, config.detectors, action=config.on_hack, run_dir=run,
+
+# --- 5. the TRL trainer ---------------------------------------------------------------------
+
+
+def build_trainer(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, terms: list, utility, callbacks: list):
+    """TRL's trainer with tether's callbacks first (values, monitors, detectors, the step line), then the caller's."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    detector = DetectorCallback(parts.reward, config.detectors, action=config.on_hack, run_dir=run,
                                 spot_check=config.spot_check)
-    if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
-        detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
-    trainer_cls, trainer_args = _trl_config(config, run, suppress=suppress, vllm_args=vllm_args,
-                                            weights=[t.weight for t in terms])
+    monitor = MonitorCallback(parts.reward, gold=parts.gold, run_dir=run, drift=parts.drift, terms=terms[1:],
+                              constitution_weight=config.constitution_weight, shift=parts.shift,
+                              spot_check=config.spot_check, seed=config.seed)
+    trainer_cls, trainer_args = trl_config(config, run, suppress=parts.suppress, vllm_args=inputs.vllm,
+                                           weights=[t.weight for t in terms])
     trainer = trainer_cls(
-        model=policy,
+        model=parts.policy,
         reward_funcs=[t.function for t in terms],
         args=trainer_args,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=parts.tokenizer,
+        train_dataset=Dataset.from_dict({"prompt": inputs.prompts}),
         peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
-        callbacks=[*([ValueStoreCallback(utility, run)] if utility else []),
-                   MonitorCallback(reward, gold=gold, run_dir=run, drift=drift, terms=terms[1:],
-                                   constitution_weight=config.constitution_weight, shift=shift,
-                                   spot_check=config.spot_check, seed=config.seed), detector,
-                   StepPrinter(config.steps), *(callbacks or [])],
+        callbacks=[*([ValueStoreCallback(utility, run)] if utility else []), monitor, detector,
+                   StepPrinter(config.steps), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
     trackers.trackers_last(trainer, run.path)  # so they see the metrics tether's callbacks add to each step's logs
-    if ranks.is_main():
-        progress.console.print(f"tuning {config.policy_model} for {config.steps} steps on "
-                               f"{ranks.world_size()} process(es) -> {run.path}")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    return trainer, detector
 
-    # --- the end ------------------------------------------------------------------------
+
+# --- 6. the end -----------------------------------------------------------------------------
+
+
+def finish(config: TuneConfig, run: RunDir, trainer, detector: DetectorCallback, done_steps: int) -> None:
+    """The final adapter saved whole, the early stop recorded, the run marked finished."""
     _save_final(trainer, run)
     agree = _ranks_agree(trainer.state.log_history)
     if ranks.is_main():
@@ -184,7 +240,6 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
                     "detector_trips": detector.tripped, "stopped_early": stopped, "best": detector.best,
                     "processes": ranks.world_size(), "processes_agree": agree})
     ranks.barrier()
-    return run
 
 
 def _save_final(trainer, run: RunDir) -> None:
@@ -199,14 +254,6 @@ def _save_final(trainer, run: RunDir) -> None:
     if ranks.is_main():
         atomic.publish(building, run.path / "final")
     ranks.barrier()
-
-
-def _check_batch_splits(config: TuneConfig) -> None:
-    """prompts_per_step x completions_per_prompt is the whole step's batch, split over processes."""
-    batch, n = config.prompts_per_step * config.completions_per_prompt, ranks.world_size()
-    if batch % n:
-        raise TetherError(f"prompts_per_step x completions_per_prompt = {batch} completions a step cannot be split "
-                          f"evenly over {n} processes; make it a multiple of {n}")
 
 
 def _ranks_agree(log_history: list[dict]) -> bool:
@@ -238,59 +285,3 @@ def _judges(config: TuneConfig, constitutions: list, loaded: dict) -> list[Evalu
         out.append(make_evaluator(name, constitution, batch_size=config.judge_batch_size, shared=loaded.get(name),
                                   top_k=config.judge_top_k))
     return out
-
-
-def _suppressed_ids(tokenizer, config: TuneConfig) -> list[int] | None:
-    """Special and unused tokens, except end-of-text: the judge would pay for them."""
-    if not config.suppress_special_tokens:
-        return None
-    return sorted(SafeTokenizer(tokenizer).control_ids - {tokenizer.eos_token_id})
-
-
-def _trl_config(config: TuneConfig, run: RunDir, suppress: list[int] | None, vllm_args: dict, weights: list[float]):
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    trainer_cls, config_cls = (GRPOTrainer, GRPOConfig) if config.algorithm == "grpo" else (RLOOTrainer, RLOOConfig)
-    args = config_cls(
-        output_dir=str(run.checkpoints),
-        max_steps=config.steps,
-        per_device_train_batch_size=config.prompts_per_step * config.completions_per_prompt // ranks.world_size(),
-        num_generations=config.completions_per_prompt,
-        max_completion_length=config.max_completion_tokens,
-        temperature=config.temperature,
-        learning_rate=config.learning_rate,
-        beta=config.kl_coef,
-        reward_weights=weights,
-        generation_kwargs=_suppression(suppress, vllm=bool(vllm_args)),
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=config.save_every,
-        seed=config.seed,
-        use_cpu=resolve_device(config.device).type == "cpu",
-        **checkpointing_args(config_cls),  # TRL's default, by the name this transformers knows
-        **precision_args(config.device),  # never TRL's default bf16 autocast on a CPU (10x slower there)
-        disable_tqdm=True,
-        **vllm_args,
-        **trackers.trl_args(config.report_to, run.path),
-    )
-    return trainer_cls, args
-
-
-def _suppression(suppress: list[int] | None, vllm: bool) -> dict | None:
-    """Forbidden tokens, said the way the generator understands: transformers or vLLM's SamplingParams."""
-    if not suppress:
-        return None
-    return {"logit_bias": {i: -100.0 for i in suppress}} if vllm else {"suppress_tokens": suppress}
-
-
-def _vllm_args(config: TuneConfig) -> dict:
-    """TRL's vLLM generation (GPU only): colocated in the training process, or a `trl vllm-serve` server."""
-    if config.vllm == "off":
-        return {}
-    if not torch.cuda.is_available():
-        raise TetherError(f"vllm: {config.vllm}: vLLM generation needs a GPU; set vllm: off on this machine")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        raise TetherError("vllm: vLLM is not installed; pip install vllm (on a GPU machine), or set vllm: off") from None
-    return {"use_vllm": True, "vllm_mode": config.vllm, "vllm_gpu_memory_utilization": config.vllm_gpu_memory}

@@ -1,7 +1,7 @@
 """The monitor callback: after each TRL step, measure that step's completions.
 
 A thin `TrainerCallback` around the pure functions of `monitors` and a held-out gold
-judge (an `Evaluator`, or any gold of `tether.judge.gold_judge`: a constitution or a folder
+judge (an `Evaluator`, or any gold of `tether.labels.gold_judge`: a constitution or a folder
 fitted by `tether gold fit`). It works in tether's own runs and in any user's GRPOTrainer/RLOOTrainer script:
 
     reward = ConstitutionReward(Evaluator(judge, "examples/cheerful.yaml"))
@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from transformers import TrainerCallback
 
-from tether.defenses.utility import InstrumentalUtility
 from tether.infra import atomic, progress, ranks
 from tether.infra.rundir import RunDir
 from tether.judge.evaluator import Evaluator
-from tether.judge.gold_judge import ConstitutionGold, Gold
-from tether.tune.rewards import ConstitutionReward
+from tether.labels.gold_judge import ConstitutionGold, Gold
+from tether.rewards.constitution import ConstitutionReward
 from tether.watch import spotcheck
 from tether.watch.detectors import DetectorConfig, check
 from tether.watch.drift import EmbeddingDrift
@@ -283,29 +281,3 @@ class StepPrinter(TrainerCallback):
         now = time.monotonic()
         seconds, self._last = now - self._last, now
         progress.note(f"step {state.global_step}/{self.total_steps}  {values}  ({seconds:.1f} s)")
-
-
-class ValueStoreCallback(TrainerCallback):
-    """Learns instrumental values every `update_every` steps; saves the store with the run.
-
-    The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
-    and source episodes; values.safetensors: the embeddings) and is copied into every TRL
-    checkpoint, so `--resume` continues with the store as it was at that step. A checkpoint
-    without its `values/` is incomplete (`RunDir.is_complete`): resume goes to the one before.
-    """
-
-    def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):
-        self.utility, self.run_dir = utility, run_dir
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.utility.config.update_every:
-            return
-        episodes = ranks.gather(self.utility.episodes)  # every process learns the same store
-        outcome = self.utility.update(state.global_step, episodes)
-        if self.run_dir is not None and ranks.is_main():
-            self.utility.store.save(self.run_dir.path / "values")
-            self.run_dir.event("values", step=state.global_step, **outcome)
-
-    def on_save(self, args, state, control, **kwargs):
-        if ranks.is_main():
-            self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")

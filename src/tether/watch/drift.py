@@ -47,10 +47,6 @@ def save_base(path: Path, samples: dict[str, list[str]]) -> None:
     jsonl.rewrite(path, [{"prompt": p, "completions": c} for p, c in samples.items()])
 
 
-def load_base(path: Path) -> dict[str, list[str]]:
-    return {row["prompt"]: row["completions"] for row in jsonl.read(path, missing_ok=False)}
-
-
 class EmbeddingDrift:
     """Cosine distance of completions to the base completions' mean embedding, per prompt."""
 

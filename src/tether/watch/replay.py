@@ -19,22 +19,9 @@ from pathlib import Path
 
 from tether.errors import TetherError
 from tether.infra import jsonl
-from tether.infra.rundir import RunDir
 from tether.watch import spotcheck
 from tether.watch.detectors import check, detector_names
 from tether.watch.metrics import Trip
-
-
-def load_settings(run_dir: Path, config: Path | None, overrides: Sequence[str]):
-    """The run's TuneConfig (or FILE's), with --set overrides; the gold judge is not needed, so not checked."""
-    from tether.infra.config import load_config
-    from tether.tune.config import TuneConfig
-
-    run = RunDir(run_dir)
-    if config is not None:
-        return load_config(TuneConfig, config, overrides)
-    data = {k: v for k, v in run.config().items() if k != "gold_constitution"}
-    return load_config(TuneConfig, data=data, overrides=overrides, where=str(run.path / "config.yaml"))
 
 
 def history_of(run_dir: Path) -> list[dict]:
@@ -53,7 +40,7 @@ def fill_shift(run_dir: Path, history: list[dict], settings) -> int:
     if not (run_dir / "base_samples.jsonl").exists() or not (run_dir / "samples.jsonl").exists():
         return 0
     from tether.infra.models import embed, load_embedder
-    from tether.watch.drift import load_base
+    from tether.infra.texts import load_base
     from tether.watch.shift import ShiftTest
 
     embedder = load_embedder(settings.embedder, device=settings.device)
@@ -85,12 +72,11 @@ def first_trips(history: list[dict], settings, person_no: Sequence[int] = ()) ->
     return first
 
 
-def detect(run_dir: Path, config: Path | None = None, overrides: Sequence[str] = ()) -> tuple[dict[str, Trip], list[str]]:
-    """The first trip of each detector on a run, and the names of every detector checked."""
+def detect(run_dir: Path, settings) -> tuple[dict[str, Trip], list[str]]:
+    """The first trip of each detector on a run, and the names of every detector checked.
+
+    `settings`: the run's tune config (`tune.config.run_settings`), whose detectors are replayed."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise TetherError(f"{run_dir}: no run here (no config.yaml); give a tether run directory")
-    settings = load_settings(run_dir, config, overrides)
     history = history_of(run_dir)
     fill_shift(run_dir, history, settings)
     noes = spotcheck.person_noes(run_dir, settings.spot_check.questions) if (run_dir / spotcheck.QUEUE).exists() else []

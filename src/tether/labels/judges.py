@@ -10,7 +10,7 @@ import numpy as np
 
 from tether.infra.models import load_causal_lm
 from tether.judge.evaluator import Evaluator
-from tether.judge.gold_judge import check_gold, load_gold
+from tether.labels.gold_judge import GoldSpec, check_gold, load_gold
 
 
 class Judges:
@@ -24,7 +24,7 @@ class Judges:
         checked = check_gold(config.gold_constitution, config.device)  # a bad gold is refused before any model loads
         model, tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)
         self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
-        self.gold = load_gold(config, checked, shared=(model, tokenizer))
+        self.gold = load_gold(GoldSpec.of(config), checked, shared=(model, tokenizer))
 
     def totals(self, texts: list[str]) -> np.ndarray:
         return self.judge.score(texts).total()

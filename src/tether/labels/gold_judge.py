@@ -1,6 +1,6 @@
 """The gold judge, either kind: a held-out constitution, or a folder fitted to a person's labels.
 
-    gold = load_gold(config)                      # None when the config names no gold
+    gold = load_gold(GoldSpec.of(config))         # None when the config names no gold
     gold.score(prompts, completions)              # numpy (n,), log-odds, higher is better
     gold.name                                     # "constitution:on_topic" or "gold:good"
 
@@ -16,6 +16,7 @@ completion apart, as it was fitted. Model-free checks (`check_gold`) run before 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -106,26 +107,45 @@ def check_gold(path: Path | None, device: str = "auto"):
     return load_constitution(path)
 
 
-def load_gold(config, checked=None, shared: tuple | None = None, include_prompt: bool = True) -> Gold | None:
-    """The config's gold judge, ready to score; None without one.
+@dataclass(frozen=True)
+class GoldSpec:
+    """What loading a gold judge needs, and no more: its path and the settings a constitution gold is judged with."""
 
-    `config` names gold_constitution, gold_model, gold_debias, judge_model, judge_batch_size,
-    device and dtype (a tune or a sample config). `checked` is `check_gold`'s result when the
-    caller checked early; `shared` is the train judge's (model, tokenizer), reused when the gold
-    constitution names no other model. A folder ignores gold_model and gold_debias.
+    path: Path | None
+    model: str | None = None  # a constitution gold's model; None = the train judge's
+    debias: bool = False
+    judge_model: str = "embedded:gemma-3-270m"
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: str = "float32"
+
+    @classmethod
+    def of(cls, config, path: Path | None | str = "gold_constitution") -> GoldSpec:
+        """From a tune or sample config: its `gold_constitution`, or another `path` judged the same way."""
+        gold = config.gold_constitution if path == "gold_constitution" else path
+        return cls(Path(gold) if gold is not None else None, config.gold_model, config.gold_debias,
+                   config.judge_model, config.judge_batch_size, config.device, config.dtype)
+
+
+def load_gold(spec: GoldSpec, checked=None, shared: tuple | None = None, include_prompt: bool = True) -> Gold | None:
+    """The gold judge, ready to score; None when `spec.path` is None.
+
+    `checked` is `check_gold`'s result when the caller checked early; `shared` is the train
+    judge's (model, tokenizer), reused when the gold constitution names no other model. A
+    folder ignores `model` and `debias`.
     """
-    if config.gold_constitution is None:
+    if spec.path is None:
         return None
-    spec = checked if checked is not None else check_gold(config.gold_constitution, config.device)
+    checked = checked if checked is not None else check_gold(spec.path, spec.device)
     from tether.labels.gold import GoldJudge
 
-    if isinstance(spec, GoldJudge):
-        return FolderGold(spec)
+    if isinstance(checked, GoldJudge):
+        return FolderGold(checked)
     from tether.infra.models import load_causal_lm
     from tether.judge.evaluator import Evaluator
 
-    if shared is None or config.gold_model not in (None, config.judge_model):
-        shared = load_causal_lm(config.gold_model or config.judge_model, device=config.device, dtype=config.dtype)
+    if shared is None or spec.model not in (None, spec.judge_model):
+        shared = load_causal_lm(spec.model or spec.judge_model, device=spec.device, dtype=spec.dtype)
     model, tokenizer = shared
-    evaluator = Evaluator(model, spec, tokenizer=tokenizer, debias=config.gold_debias, batch_size=config.judge_batch_size)
+    evaluator = Evaluator(model, checked, tokenizer=tokenizer, debias=spec.debias, batch_size=spec.batch_size)
     return ConstitutionGold(evaluator, include_prompt)

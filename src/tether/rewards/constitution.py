@@ -26,20 +26,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tether.infra.texts import plain_text
+from tether.infra.texts import judged_texts, plain_text
 from tether.judge.combine import combine_judges
 from tether.judge.evaluator import Evaluator, ScoreResult
-from tether.tune.shaping import RewardShape
-
-
-def judged_texts(prompts: Sequence, completions: Sequence, include_prompt: bool = True) -> list[str]:
-    """What the judge reads of a completion; one function, so `tether audit --run` judges as the run's reward did.
-
-    >>> judged_texts([[{"role": "user", "content": "Hi."}]], [[{"role": "assistant", "content": "Hello!"}]])
-    ['User: Hi.\\n\\nAssistant: Hello!']
-    """
-    completions = [plain_text(c) for c in completions]
-    return [plain_text(p) + c for p, c in zip(prompts, completions)] if include_prompt else completions
+from tether.rewards.shaping import RewardShape
 
 
 class ConstitutionReward:

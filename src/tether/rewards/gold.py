@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tether.infra.texts import plain_text
-from tether.tune.shaping import log_sigmoid
+from tether.rewards.shaping import log_sigmoid
 
 
 class GoldReward:
