@@ -107,7 +107,9 @@ def test_a_grid_end_to_end_with_a_failure_resume_and_pairs(grid):
     assert metrics == [1, 2]
 
     # Blind pairs: each arm against the base, matched by prompt and draw; a person's answers reach the summary.
-    pairs = experiment(config, "--pairs", env=env)
+    # --pairs and --summary read the experiment; they never rewrite its settings as run (experiment.yaml).
+    stored = (out / "experiment.yaml").read_bytes(), (out / "experiment.yaml").stat().st_mtime_ns
+    pairs = experiment(config, "--pairs", "--set", "eval_completions=7", env=env)
     assert pairs.returncode == 0 and "--mode compare" in pairs.stderr
     from tether.labels.items import compare_pairs, read_items
     from tether.labels.store import LabelsFile
@@ -124,6 +126,7 @@ def test_a_grid_end_to_end_with_a_failure_resume_and_pairs(grid):
     summary = experiment(config, "--summary", env=env)
     assert summary.returncode == 0, summary.stderr[-2000:]
     won = sum(1 for n in range(len(shown)) if n % 4)
+    assert ((out / "experiment.yaml").read_bytes(), (out / "experiment.yaml").stat().st_mtime_ns) == stored
     assert f"| plain | {len(shown)} | {won / len(shown):.2f} [" in (out / "summary.md").read_text()
 
     # An arm `of` another evaluates that arm's runs without tuning. choose: best takes the last checkpoint before

@@ -92,8 +92,9 @@ def label_rows(answers=("yes", "no")):
                      "time": "2025-06-01T10:00:00+00:00",
                      "source": {"prompt": f"prompt{SEPARATORS[k % len(SEPARATORS)]}{k}", "completion": t,
                                 "train": 1.0 if answer == "yes" else 0.0}})
-    rows.append({"kind": "compare", "left": "i0", "right": "i1", "prompt": rows[0]["source"]["prompt"], "choice": "left",
-                 "winner": "i0", "who": "ana", "sources": {"left": rows[0]["source"], "right": rows[1]["source"]}})
+    rows.append({"kind": "compare", "left": "i0", "right": "i1", "prompt": rows[0]["source"]["prompt"],
+                 "choice": "left", "winner": "i0", "who": "ana",
+                 "sources": {"left": rows[0]["source"], "right": rows[1]["source"]}})
     return rows
 
 

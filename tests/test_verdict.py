@@ -1,4 +1,4 @@
-"""The report's verdict (`tether.watch.verdict`) on run folders written by the package's own writers.
+"""The report's verdict (`tether.watch.verdict`, read by `verdict_files`) on run folders written by the package.
 
 A run folder here is what a tune run leaves: `RunDir.start` (config.yaml, the start event),
 `RunDir.append` (metrics.jsonl, samples.jsonl), `RunDir.event` (detector trips, early stop),
@@ -15,7 +15,8 @@ from tether.infra.rundir import RunDir
 from tether.labels.items import read_items
 from tether.labels.store import LabelsFile
 from tether.watch import spotcheck
-from tether.watch.verdict import decide, read_verdict
+from tether.watch.verdict import decide
+from tether.watch.verdict_files import read_verdict
 
 
 def trip(detector, value, limit, step):
@@ -32,12 +33,14 @@ def make_run(path, steps=10, hack_from=None, trips=(), stop=None, finished=True,
     for step in range(1, steps + 1):
         hack = hack_from is not None and step >= hack_from
         metrics = {"step": step, "reward/train": 0.1 * step,
-                   "gold/score": 0.05 * (hack_from - 1) - 0.2 * (step - hack_from + 1) if hack else 0.05 * step, "kl": 0.02 * step, "monitor/affirmation_rate": 0.4 if hack else 0.01,
+                   "gold/score": 0.05 * (hack_from - 1) - 0.2 * (step - hack_from + 1) if hack else 0.05 * step,
+                   "kl": 0.02 * step, "monitor/affirmation_rate": 0.4 if hack else 0.01,
                    "monitor/distinct_2": 0.5 if hack else 0.9}
         if all_series:  # every panel of the grid: the page's tallest first screen
-            metrics.update({"drift/embedding": 0.3 + 0.03 * step, "shift/p_value": 0.5 / step, "entropy": 3 - 0.1 * step,
-                            "monitor/special_token_rate": 0.0, "monitor/repetition": 0.1, "monitor/longest_repeat_run": 2,
-                            "monitor/distinct_1": 0.8, "monitor/words": 40, "monitor/judge_disagreement": 0.2})
+            metrics.update({"drift/embedding": 0.3 + 0.03 * step, "shift/p_value": 0.5 / step,
+                            "entropy": 3 - 0.1 * step, "monitor/special_token_rate": 0.0, "monitor/repetition": 0.1,
+                            "monitor/longest_repeat_run": 2, "monitor/distinct_1": 0.8, "monitor/words": 40,
+                            "monitor/judge_disagreement": 0.2})
         run.append("metrics.jsonl", [metrics])
         texts = [f" yes yes yes, yes! {step}" if hack else f" a calm story, number {i}, step {step}" for i in range(4)]
         run.append("samples.jsonl", [{"step": step, "prompt": "Once upon a time", "completion": t + f" ({i})",
@@ -77,7 +80,8 @@ def test_a_healthy_run_says_so_with_its_gold_trend(tmp_path):
 
 def test_a_tripped_run_names_the_first_step_and_the_signals_behind_it(tmp_path):
     trips = [(6, [trip("affirmation_rate", 0.4, 0.05, 6)]),
-             (7, [trip("distinct_2_drop", 0.5, 0.45, 7), trip("cusum:kl", 6.1, 5.0, 7)]), (9, [trip("gold_drop", 0.9, 0.5, 9)])]
+             (7, [trip("distinct_2_drop", 0.5, 0.45, 7), trip("cusum:kl", 6.1, 5.0, 7)]),
+             (9, [trip("gold_drop", 0.9, 0.5, 9)])]
     path = make_run(tmp_path / "run", hack_from=6, trips=trips)
     answer_queue(path, no_from=6)
     v = read_verdict(path)
@@ -89,7 +93,8 @@ def test_a_tripped_run_names_the_first_step_and_the_signals_behind_it(tmp_path):
     gold = v.signals[0].text
     assert "steps 1-5 vs 6-10" in gold and "the train judge is being pleased while the gold judge is not" in gold
     [on_task] = v.labels  # one spot-check answer a step: 5 yes before the trip, 5 no from it
-    assert (on_task.question, on_task.yes_before, on_task.no_before, on_task.yes_from, on_task.no_from) == ("on_task", 5, 0, 0, 5)
+    assert (on_task.question, on_task.yes_before, on_task.no_before, on_task.yes_from, on_task.no_from) == (
+        "on_task", 5, 0, 0, 5)
     assert v.labels_line() == "on_task: 5 yes / 0 no before step 6, 0 yes / 5 no from it"
 
 
@@ -109,7 +114,8 @@ def test_a_late_stop_names_both_steps_and_a_warned_run_is_not_stopped(tmp_path):
               {"event": "early_stop", "step": 7, "best": None}]
     metrics = [{"step": s, "reward/train": 0.0} for s in range(1, 8)]
     v = decide(metrics, events)
-    assert (v.state, v.step, v.first_trip) == ("stopped", 7, 4) and v.headline == "stopped at step 7 (first trip at step 4)"
+    assert (v.state, v.step, v.first_trip) == ("stopped", 7, 4)
+    assert v.headline == "stopped at step 7 (first trip at step 4)"
     assert decide(metrics, events[:1], {"steps": 7, "stopped_early": False}).state == "hacking likely"
     healthy = decide(metrics, [], {"steps": 7, "stopped_early": False})
     assert healthy.state == "healthy" and [s.text for s in healthy.signals] == ["no detector tripped in 7 steps logged"]

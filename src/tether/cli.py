@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from tether.cli_gold import agreement, gold_app, stdout_print
 from tether.errors import TetherError
-from tether.infra import atomic, progress
+from tether.infra import atomic, progress, threads
 from tether.infra.models import EMBEDDED_LM
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.callback()(threads.configure_command)  # torch's threads from this process's cores (infra/threads.py)
 
 LONG_TEXT = ("truncate_left", "truncate_right", "error")
 

@@ -27,30 +27,25 @@ def experiment(
     from tether.experiment.config import load_experiment
     from tether.experiment.evaluate import check_golds
     from tether.experiment.summary import export_pairs, summarize
-    from tether.infra import atomic, progress
+    from tether.infra import progress
 
     settings = load_experiment(config, set_)
     check_golds(settings)
-    atomic.write_text(settings.output_dir / "experiment.yaml", _stored(settings))
     if pairs:
         for command in export_pairs(settings):
             progress.console.print(command, highlight=False, soft_wrap=True)
         return
     if not summary:
+        from tether.experiment.config import save_settings
         from tether.experiment.grid import run_grid
 
+        save_settings(settings)  # experiment.yaml: the settings as run (--summary and --pairs only read)
         run_grid(config, settings, set_, jobs)
     page = summarize(settings)
     from tether.cli_gold import stdout_print
 
     stdout_print(page.read_text())
     stdout_print(f"summary: {page}  page: {page.parent / 'index.html'}")
-
-
-def _stored(settings) -> str:
-    import yaml
-
-    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ def summarize(corpus: CorpusDir, config: SampleConfig) -> dict:
     principles = corpus.meta()["principles"]
     rows = {}
     for name in principles + ["total"]:
-        def values(group):
+        def values(group, name=name):
             return np.array([c["total"] if name == "total" else c["scores"][name] for c in group], dtype=float)
         row = {"all": _describe(values(candidates)), "kept": _describe(values(kept_candidates))}
         if name != "total":
@@ -89,7 +89,7 @@ def _plot(corpus: CorpusDir, summary: dict) -> None:
     names = list(summary["principles"])
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
     for ax, name in zip(axes[0], names):
-        def values(group):
+        def values(group, name=name):
             return [c["total"] if name == "total" else c["scores"][name] for c in group]
         every = values(candidates)
         bins = np.histogram_bin_edges(every, bins=20) if every else 10

@@ -192,7 +192,7 @@ class InstrumentalUtility:
         episodes, self.episodes = (self.episodes if episodes is None else episodes), []
         terminals, _ = self.store.of_kind("terminal")
         scored = []
-        for prompt, completion in episodes:
+        for _prompt, completion in episodes:
             parts = split_parts(completion, self.config)
             if not parts or trips(text_values(completion), self.limits):
                 continue  # whitelist: degenerate text never becomes a value

@@ -15,8 +15,9 @@ An arm's `set` is a tune config overlay (nested mappings, as in the YAML); `choo
 model of the run is evaluated: `final` (the last adapter, or the one at an early stop), `blend`
 (the blend sweep's recommended A on the run's own training prompts and gold, never the held-out
 evaluation's golds: no arm chooses its settings by peeking at what ranks it), or `best` (the last
-checkpoint saved before the first detector trip, as `on_hack: stop` marks it; the base model when
-a detector fired before any checkpoint; the final adapter when none fired).
+checkpoint whose own batch passed the detectors, as `on_hack: stop` marks it: a first trip at step
+k keeps checkpoint k-2, since checkpoint k-1 wrote the batch that tripped; the base model when no
+such checkpoint was saved; the final adapter when none fired).
 
 An arm with `of: ARM` tunes nothing: it evaluates another model of ARM's runs (same seeds), so a
 defense that only chooses or blends a model (`blend`, `best`) costs an evaluation, not a tune.
@@ -41,7 +42,8 @@ class Arm(BaseModel):
     choose: Literal["final", "blend", "best"] = Field(
         "final", description="the model evaluated: final (last adapter; the stop point under on_hack: stop), blend "
         "(the blend sweep's recommended A, chosen on the run's training prompts and its own gold) or best (the last "
-        "checkpoint before the first detector trip; the base model if none was saved before it; final if none fired)")
+        "checkpoint whose own batch passed: checkpoint k-2 for a first detector trip at step k; the base model if no "
+        "such checkpoint was saved; final if none fired)")
     blend_alphas: list[float] = Field([0.0, 0.25, 0.5, 0.75, 1.0], min_length=2,
                                       description="the A values the blend sweep tries (choose: blend)")
     of: str | None = Field(None, description="another arm whose runs this one evaluates instead of tuning its own "
@@ -157,3 +159,12 @@ def tune_config(config: ExperimentConfig, arm: str, seed: int):
         raise TetherError(f"arm {arm}: set: seed and output_dir are the experiment's to choose (seeds:, out:)")
     sets = [*overlay, f"seed={seed}", f"output_dir={config.run_dir(arm, seed).absolute()}"]
     return load_config(TuneConfig, config.tune, sets, where=f"{config.tune} (arm {arm})")
+
+
+def save_settings(config: ExperimentConfig) -> Path:
+    """OUTPUT_DIR/experiment.yaml: the settings the grid runs with, written whole (never by --summary or --pairs)."""
+    from tether.infra import atomic
+
+    path = config.output_dir / "experiment.yaml"
+    atomic.write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path

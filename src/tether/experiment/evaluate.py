@@ -108,15 +108,16 @@ def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, m
 def choose_best(run_dir: Path) -> tuple[Path | None, float, dict]:
     """`choose: best`: (checkpoint or None for the final adapter, A, what was chosen) for a finished run.
 
-    The last checkpoint saved before the first detector trip, the one `on_hack: stop` marks `best`; A = 0 (the base
-    model) when a detector fired before any checkpoint was saved; the final adapter when none fired."""
+    The last policy whose own batch passed the detectors (`RunDir.last_passing_policy`), the one `on_hack: stop`
+    marks `best`: a first trip at step k keeps checkpoint-(k - 2), since checkpoint-(k - 1) wrote the tripping
+    batch; A = 0 (the base model) when no such checkpoint was saved; the final adapter when none fired."""
     from tether.infra.rundir import RunDir
 
     run = RunDir(run_dir)
     trip = run.first_trip()
     if trip is None:
         return None, 1.0, {"model": "final", "first_trip": None}
-    saved = run.checkpoint_before(trip)
+    saved = run.last_passing_policy(trip)
     if saved is None:
         return None, 0.0, {"model": "base", "first_trip": trip}
     return saved[1], 1.0, {"model": saved[1].name, "model_step": saved[0], "first_trip": trip}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.experiment.config import ExperimentConfig
-from tether.infra import jsonl, progress
+from tether.infra import jsonl, progress, threads
 
 
 @dataclass
@@ -47,8 +47,10 @@ def run_grid(config_path: Path, config: ExperimentConfig, overrides: list[str] =
     logs = config.output_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running: list[Job] = []
+    env = threads.worker_env(jobs)  # the cores divided among the workers (TETHER_THREADS), unless the user chose
+    each = env.get(threads.ENV) or env.get("OMP_NUM_THREADS")
     progress.console.print(f"experiment {config.output_dir}: {total} runs, {finished} done, {len(todo)} to run, "
-                           f"{jobs} at a time", highlight=False)
+                           f"{jobs} at a time" + (f", {each} torch thread(s) each" if each else ""), highlight=False)
     while todo or running:
         while len(running) < jobs:
             waiting = {(j.arm, j.seed) for j in running} | set(todo)
@@ -60,7 +62,7 @@ def run_grid(config_path: Path, config: ExperimentConfig, overrides: list[str] =
             log = logs / f"{arm}-s{seed}.log"
             handle = open(log, "ab")
             process = subprocess.Popen([sys.executable, "-m", "tether.experiment.worker", str(config_path), arm, str(seed),
-                                        *overrides], stdout=handle, stderr=subprocess.STDOUT)
+                                        *overrides], stdout=handle, stderr=subprocess.STDOUT, env=env)
             handle.close()
             running.append(Job(arm, seed, process, log))
         time.sleep(0.5)

@@ -52,13 +52,14 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from tether.infra import progress
+    from tether.infra import progress, threads
 
     if len(argv) < 3:
         print("usage: python -m tether.experiment.worker EXPERIMENT.yaml ARM SEED [field=value ...]", file=sys.stderr)
         return 2
     progress.set_enabled(False)
     try:
+        threads.configure()  # TETHER_THREADS from the grid: its share of the cores
         run_one(argv[0], argv[1], int(argv[2]), argv[3:])
     except TetherError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -52,7 +52,7 @@ def read(path: str | Path, *, missing_ok: bool = True, torn_ok: bool = True) -> 
 
 def read_numbered(path: str | Path, *, missing_ok: bool = True, torn_ok: bool = True) -> list[tuple[int, dict]]:
     """`read`, each record with its line number (1-based, blank lines counted) for errors that name the line."""
-    from tether.infra.texts import read_bytes
+    from tether.infra.files import read_bytes
 
     path = Path(path)
     if missing_ok and not path.exists() and not path.is_symlink():

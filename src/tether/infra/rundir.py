@@ -7,7 +7,7 @@
     events.jsonl     start, resume, checkpoints, warnings, finish
     checkpoints/     TRL checkpoints (LoRA adapter + optimizer state) every N steps
     final/           the LoRA adapter at the end
-    best.json        when a detector stopped the run: the last checkpoint before the trip
+    best.json        when a detector stopped the run: the last checkpoint whose own batch passed (last_passing_policy)
     finished.json    written last; its presence means the run completed
 
 Lines are appended and fsynced as they happen, so a crash (kill -9 included) loses at most
@@ -128,9 +128,22 @@ class RunDir:
                 found.append((int(match.group(1)), folder))
         return sorted(found)
 
-    def checkpoint_before(self, step: int) -> tuple[int, Path] | None:
-        """The last complete checkpoint saved before `step` (a detector's trip), or None."""
-        saved = [(s, p) for s, p in self.checkpoints_by_step() if s < step]
+    def last_passing_policy(self, trip_step: int) -> tuple[int, Path] | None:
+        """The newest complete checkpoint whose own batch passed the detectors, or None for the base model.
+
+        The rule (TRL's GRPO and RLOO with tether's settings: one generation per optimizer step,
+        `num_iterations` 1): the batch logged at step k was written by the weights after k - 1
+        updates, and checkpoint-j holds the weights after j updates, so checkpoint-(k - 1) wrote
+        step k's batch (the base model, checkpoint-0, wrote step 1's). A first trip at step
+        `trip_step` = k condemns checkpoint-(k - 1), the policy whose samples tripped; the last
+        policy whose own batch passed wrote step k - 1's batch: checkpoint-(k - 2), or with
+        `save_every` > 1 the newest checkpoint saved at or before step k - 2 (each earlier one wrote
+        a batch that passed too). None when there is none: the base model, whose step-1 batch
+        passed when k >= 2; at k = 1 the detector fired on the base model's own text (a threshold
+        that flags the base, not a hack) and the base is still all there is to keep.
+        tests/test_early_stop.py checks the offset on a real run.
+        """
+        saved = [(s, p) for s, p in self.checkpoints_by_step() if s <= trip_step - 2]
         return saved[-1] if saved else None
 
     def first_trip(self) -> int | None:

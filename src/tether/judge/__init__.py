@@ -1,11 +1,9 @@
 """How to judge: a constitution of yes/no questions, answered by a judge model.
 
 `constitution` (what to judge: principles, few-shot examples, negations) -> `prompts` (the
-judge's prompt around a text; `chat` builds it as turns of the judge's chat template) and
-`tokens` (untrusted text never becomes control tokens)
+judge's prompt around a text; `chat` builds it as turns of the judge's chat template)
+(untrusted text is tokenized by `infra.tokens`)
 -> `evaluator` (log-odds of yes over no, prefix-cached; `remote`: the same asked of an
-OpenAI-compatible server) -> `combine` (principles into one score, judges into one reward) -> `audit` (how much each principle pays for judge tricks), `habits` (and for a
-run's own habits) and `judges` (a train judge with its optional gold judge, as tune, sample
-and blend use them; `gold_judge` reads that gold: a constitution, or a folder fitted to a
-person's labels by `tether gold fit`).
+OpenAI-compatible server) -> `combine` (principles into one score, judges into one reward) -> `audit` (how much each principle pays for judge tricks) and `habits` (and for a
+run's own habits). The gold judges, fitted to a person's labels, are `labels/`'s.
 """

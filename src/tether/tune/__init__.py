@@ -1,5 +1,5 @@
-"""What pays, and the TRL wiring: `config` (the tune config), `rewards` (the constitution as
-a TRL reward function, and the reward terms beside it; several judges combined), `shaping` (what
-the combined log-odds pay: raw, log-sigmoid, reference), `run` (`tether tune`: run
-directory -> models -> judges -> TRL trainer -> final adapter).
+"""The TRL wiring: `config` (the tune config, and a run's stored settings), `trainer` (TRL's
+arguments, vLLM, suppressed tokens), `refit` (the gold refit on a person's answers during a
+run), `run` (`tether tune`: inputs -> run directory -> models and judges -> reward terms ->
+TRL trainer -> finish). What pays is `rewards/`.
 """

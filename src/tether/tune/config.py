@@ -156,7 +156,8 @@ class TuneConfig(BaseModel):
 
     # --- hack detectors ------------------------------------------------------------------
     on_hack: Literal["warn", "stop"] = Field(
-        "warn", description="when a detector trips: log a warning event, or stop and mark the last checkpoint before it `best`"
+        "warn", description="when a detector trips: log a warning event, or stop and mark `best` the last checkpoint "
+        "whose own batch passed (a trip at step k: checkpoint k-2, since checkpoint k-1 wrote the batch that tripped)"
     )
     detectors: DetectorConfig = Field(default_factory=DetectorConfig, description="detector thresholds (see below)")
     spot_check: SpotCheckConfig = Field(

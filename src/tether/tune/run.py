@@ -21,7 +21,7 @@ from transformers import PrinterCallback
 from tether.defenses.embedding_kl import EmbeddingKL
 from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
 from tether.errors import TetherError
-from tether.infra import atomic, jsonl, progress, ranks, trackers
+from tether.infra import atomic, jsonl, progress, ranks, threads, trackers
 from tether.infra.generate import check_chat_policy
 from tether.infra.models import load_causal_lm, load_embedder
 from tether.infra.rundir import RunDir
@@ -52,12 +52,12 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     set_seed(config.seed)
     parts = load_parts(config, inputs, run)
     terms, utility, refit = reward_terms(config, inputs, parts, run, checkpoint)
-    trainer, detector = build_trainer(config, inputs, parts, run, terms, utility, [*refit, *(callbacks or [])])
+    trainer, detector = build_trainer(config, inputs, parts, run, terms, utility, [*refit, threads.load_check(), *(callbacks or [])])
     if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
         detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
     if ranks.is_main():
         progress.console.print(f"tuning {config.policy_model} for {config.steps} steps on "
-                               f"{ranks.world_size()} process(es) -> {run.path}")
+                               f"{ranks.world_size()} process(es), {threads.describe()} -> {run.path}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finish(config, run, trainer, detector, done_steps)
     return run

@@ -183,7 +183,9 @@ class DetectorCallback(TrainerCallback):
     Place it after `MonitorCallback` (it reads the monitors from `state.log_history`). A
     trip is logged once per detector as an event with the step, the evidence (the
     monitor values and two sample completions) and, when stopping, the checkpoint marked
-    `best`: the last one saved before the trip. A resumed run calls `restore` so the trips,
+    `best`: the last policy whose own batch passed (`RunDir.last_passing_policy`: a trip at step
+    k keeps checkpoint-(k - 2), since checkpoint-(k - 1) wrote the tripping batch; none, that
+    is the base model, when no such checkpoint was saved). A resumed run calls `restore` so the trips,
     `best` and the metrics from before its checkpoint count as in an uninterrupted run.
     """
 
@@ -254,11 +256,12 @@ class DetectorCallback(TrainerCallback):
     def _mark_best(self, trip_step: int) -> dict | None:
         if self.run_dir is None:
             return None
-        saved = self.run_dir.checkpoint_before(trip_step)
-        if saved is None:
+        saved = self.run_dir.last_passing_policy(trip_step)
+        if saved is None:  # the base model is the last policy whose own batch passed
             return None
-        step, path = saved
-        best = {"checkpoint": str(path.relative_to(self.run_dir.path)), "step": step, "tripped_at": trip_step}
+        step, path = saved  # checkpoint-`step` wrote the batch logged at step + 1, which passed
+        best = {"checkpoint": str(path.relative_to(self.run_dir.path)), "step": step, "batch_step": step + 1,
+                "tripped_at": trip_step}
         atomic.write_json(self.run_dir.path / "best.json", best)
         return best
 

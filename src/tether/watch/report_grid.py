@@ -36,7 +36,8 @@ DPI = 100
 
 
 def series(metrics: list[dict], key: str) -> list[tuple[int, float]]:
-    return [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float)) and not isinstance(m[key], bool)]
+    return [(m["step"], m[key]) for m in metrics
+            if isinstance(m.get(key), (int, float)) and not isinstance(m[key], bool)]
 
 
 def grid_figure(metrics: list[dict], trips: list[dict], stop: int | None = None):

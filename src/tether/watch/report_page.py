@@ -61,11 +61,13 @@ def verdict_html(v: Verdict, run_line: str, no_labels_hint: str) -> str:
              f"<p class='run'>{e(run_line)}</p>", f"<h1 class='headline'>{e(headline)}</h1>", "<ul class='signals'>"]
     parts += [f"<li data-signal='{e(s.name)}'>{e(s.text)}</li>" for s in v.signals]
     if v.more:
-        parts.append(f"<li class='more'>and {v.more} more detector{'s' if v.more > 1 else ''} (listed in the detail)</li>")
+        plural = "s" if v.more > 1 else ""
+        parts.append(f"<li class='more'>and {v.more} more detector{plural} (listed in the detail)</li>")
     parts.append("</ul>")
     if v.state == "stopped":
-        best = (f"the checkpoint marked best is step {v.best} (best.json)" if v.best is not None
-                else "no checkpoint was saved before the trip")
+        best = (f"the checkpoint marked best is step {v.best} (best.json), the last policy whose own batch passed"
+                if v.best is not None
+                else "no saved checkpoint wrote a batch that passed: the base model is the one to keep")
         parts.append(f"<p class='best'>{e(best)}.</p>")
     if v.labels:
         parts.append(f"<p class='labels'>A person's labels on this run's samples: {e(v.labels_line())}.</p>")

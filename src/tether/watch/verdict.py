@@ -1,8 +1,8 @@
 """The report's verdict: did the run hack, from when, and why tether thinks so.
 
-    v = decide(metrics, events, finished, answers)   # pure: the run's own records in, a Verdict out
-    v = read_verdict("runs/cheerful")                # the same, from the run's files
-    v.headline                                       # "hacking likely from step 6"
+    v = decide(metrics, events, finished, answers, limits)   # pure: the run's own records in, a Verdict out
+    v = read_verdict("runs/cheerful")                        # the same from its files (`verdict_files`)
+    v.headline                                               # "hacking likely from step 6"
 
 The state is what the run itself decided, read from what it wrote (no detector is replayed):
 - "stopped": the run stopped on a detector (an `early_stop` event, a trip whose action was
@@ -12,22 +12,18 @@ The state is what the run itself decided, read from what it wrote (no detector i
 
 Behind it, at most three signals: the train reward against the gold score before and after
 the first trip (when the run has a gold judge), then the detectors in the order they first
-fired, each with its value, its limit and what it watches. A person's labels on the run's
+fired, each with its value, its limit and what it watches; a healthy run names the threshold
+detector that came closest to its limit instead. A person's labels on the run's
 samples (RUN_DIR/labels.jsonl, the spot check's answers among them) are counted per question,
 before and from the first trip: the one judge the policy cannot have learned to please.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from tether.errors import TetherError
-from tether.infra import jsonl
-from tether.infra.rundir import RunDir
 from tether.watch.metrics import MONITORS, label
 
 STATES = ("healthy", "hacking likely", "stopped")
@@ -105,7 +101,7 @@ class Verdict:
 def decide(metrics: list[dict], events: list[dict], finished: dict | None = None, answers: list[Answer] = (),
            limits: dict[str, float] | None = None) -> Verdict:
     """The verdict from a run's records: metrics.jsonl, events.jsonl, finished.json (or None), labels, and the
-    threshold detectors' limits (`detector_limits`: how close a healthy run came to one)."""
+    threshold detectors' limits (`verdict_files.detector_limits`: how close a healthy run came to one)."""
     steps = sorted({m["step"] for m in metrics if isinstance(m.get("step"), int)})
     firsts = first_trips(events)
     first = min((t["step"] for t in firsts), default=None)
@@ -118,7 +114,8 @@ def decide(metrics: list[dict], events: list[dict], finished: dict | None = None
     else:
         signals += [Signal(t["detector"], t["step"], describe(t)) for t in firsts]
     return Verdict(state, stop if state == "stopped" else first, first, len(steps), signals[:MAX_SIGNALS],
-                   more=len(signals[MAX_SIGNALS:]), labels=count_labels(answers, first), best=_best_step(events, finished))
+                   more=len(signals[MAX_SIGNALS:]), labels=count_labels(answers, first),
+                   best=_best_step(events, finished))
 
 
 def first_trips(events: list[dict]) -> list[dict]:
@@ -198,17 +195,6 @@ def closest_call(metrics: list[dict], limits: dict[str, float]) -> Signal | None
                                   f"{share:.0%} of its limit {limit:.3g}")
 
 
-def detector_limits(config: dict) -> dict[str, float]:
-    """The threshold detectors' limits (a maximum each) in a run's config, or the defaults where it has none."""
-    from tether.watch.detectors import DetectorConfig
-
-    try:
-        detectors = DetectorConfig(**(config.get("detectors") or {}))
-    except (ValueError, TypeError):  # a config from another version: the defaults still say how close it came
-        detectors = DetectorConfig()
-    return {"kl": detectors.kl, **detectors.limits()}
-
-
 def count_labels(answers: list[Answer], first: int | None) -> list[LabelCount]:
     """Yes/no per question, split at the first trip (a sample of unknown step counts before it)."""
     counts: dict[str, list[int]] = {}
@@ -238,65 +224,3 @@ def _best_step(events: list[dict], finished: dict | None) -> int | None:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# --- from the run's files ---------------------------------------------------------------
-
-
-def run_answers(labels: list, samples: list[dict]) -> list[Answer]:
-    """The yes/no answers of `labels` (tether.labels.agreement.Labels) on this run's samples.
-
-    A label counts when its prompt + completion is one of the run's samples (labels on the
-    base model's step 0 or another run's texts are left out); its step is the labeled step
-    when that step holds the text, else the first step that does.
-    """
-    steps: dict[tuple[str, str], set[int]] = {}
-    for row in samples:
-        steps.setdefault((row.get("prompt") or "", row.get("completion")), set()).add(row.get("step"))
-    out = []
-    for file in labels:
-        for question, items in file.answers.items():
-            for item, yes in items.items():
-                source = file.sources[item]
-                held = steps.get((source.get("prompt") or "", source.get("completion")))
-                if held:
-                    step = source.get("step") if source.get("step") in held else min(held)
-                    out.append(Answer(question, step, yes))
-    return out
-
-
-def read_labels_files(paths: list[Path]) -> list:
-    """The labels files that hold answers (a file begun with no answer yet is left out)."""
-    from tether.labels.agreement import read_labels
-
-    out = []
-    for path in paths:
-        try:
-            out.append(read_labels(path))
-        except TetherError as e:
-            if "no yes/no labels and no compare choices" not in str(e):
-                raise
-    return out
-
-
-def read_verdict(run_dir: str | Path, extra_labels: list[Path] = ()) -> Verdict:
-    """`decide` on a run folder: metrics.jsonl, events.jsonl, finished.json, samples.jsonl and labels."""
-    from tether.watch.report_agreement import label_files
-
-    run = RunDir(run_dir)
-    samples = jsonl.read(run.path / "samples.jsonl")
-    answers = run_answers(read_labels_files(label_files(run.path, list(extra_labels))), samples)
-    return decide(jsonl.read(run.path / "metrics.jsonl"), jsonl.read(run.path / "events.jsonl"), read_finished(run.path),
-                  answers, detector_limits(run.config() if run.has_run() else {}))
-
-
-def read_finished(run_dir: Path) -> dict | None:
-    """finished.json (written last by a run that completed), or None while it runs; damage is a one-line error."""
-    path = Path(run_dir) / "finished.json"
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TetherError(f"{path}: malformed JSON; a run writes it whole when it finishes") from None
-    return summary if isinstance(summary, dict) else None
