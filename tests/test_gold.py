@@ -175,6 +175,23 @@ def test_gold_fit_save_load_score_round_trip(tmp_path, capsys):
     assert len(meta["coef"]) == 3 * 384 + 1 and meta["labels"]["sha256"] and "time" in meta
     assert "MiniLM" in (gold_dir / "README.md").read_text() and sorted(p.name for p in gold_dir.iterdir()) == ["README.md", "gold.json"]
 
+    # the prompts it saw are recorded (hashed), so an experiment refuses to evaluate on them
+    from tether.experiment.leaks import check_no_leak
+    from tether.infra.texts import prompt_hash
+
+    assert sorted(meta["labels"]["prompt_sha256"]) == sorted({prompt_hash(p) for _, p, _, _ in items})
+    seen, fresh = tmp_path / "seen.txt", tmp_path / "fresh.txt"
+    seen.write_text(f"A prompt nobody used.\n{items[0][1]}\n")
+    fresh.write_text("A prompt nobody used.\nAnother fresh one.\n")
+    with pytest.raises(TetherError, match="1 evaluation prompt.*golds\\[0\\].*leak"):
+        check_no_leak(seen, {"golds[0]": gold_dir})
+    assert check_no_leak(fresh, {"golds[0]": gold_dir}) == []
+    legacy = tmp_path / "legacy"  # a gold from before the hashes, its labels file gone: named, not refused
+    legacy.mkdir()
+    old = {**meta, "labels": {"path": "gone.jsonl", "sha256": "0" * 64, "who": None}}
+    (legacy / "gold.json").write_text(json.dumps(old))
+    assert check_no_leak(seen, {"golds[0]": legacy}) == ["golds[0] (" + str(legacy) + ")"]
+
     gold = GoldJudge.load(gold_dir)
     prompts, completions = ["Write a few lines about the zoo."] * 2, ["The zoo was a joyful, happy day!", "The zoo was grim and sad."]
     scores = gold.score(prompts, completions)

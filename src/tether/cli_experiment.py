@@ -29,8 +29,11 @@ def experiment(
     from tether.experiment.summary import export_pairs, summarize
     from tether.infra import progress
 
+    from tether.experiment.leaks import check_no_leak, experiment_golds
+
     settings = load_experiment(config, set_)
     check_golds(settings)
+    check_no_leak(settings.eval_prompts, experiment_golds(settings))  # an evaluation prompt a gold has seen: refused
     if pairs:
         for command in export_pairs(settings):
             progress.console.print(command, highlight=False, soft_wrap=True)

@@ -192,3 +192,11 @@ def read_text_arg(value: str, what: str) -> str:
     if not text:
         raise TetherError(f"{what}{f' ({value})' if value.startswith('@') else ''}: empty; give some text to steer with")
     return text
+
+
+def prompt_hash(prompt) -> str:
+    """The first 16 hex digits of the SHA-256 of a prompt's text, trimmed: how a gold records the
+    prompts it was fitted on, so a later evaluation can refuse them (`experiment.leaks`)."""
+    import hashlib
+
+    return hashlib.sha256(plain_text(prompt).strip().encode("utf-8")).hexdigest()[:16]

@@ -12,11 +12,9 @@ numbers (JSON, no pickle). Features (`--features`):
                   elementwise product and cosine similarity: "on task" is a relation between
                   prompt and completion, not a property of the completion alone.
     hidden:MODEL  the same four parts built from a causal LM's mean-pooled last hidden state.
-The embedding-KL defense and the utility function also work in MiniLM space, so a MiniLM
-gold shares their blind spots: text that games MiniLM games all three. `hidden:` gives a
-gold in another space. C is chosen by an inner cross-validation; the reported AUC is
-cross-validated with folds grouped by prompt (a prompt's items never sit in both the train
-and the test side, or the gold would be graded on prompts it has seen).
+MiniLM golds share the blind spots of the embedding-KL and utility defenses; `hidden:` is another
+space. C is chosen by an inner CV; the AUC is cross-validated in folds grouped by prompt (a prompt's
+items never on both sides). gold.json records the prompts' hashes, for leak checks.
 """
 
 from __future__ import annotations
@@ -31,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from tether.errors import TetherError
+from tether.infra.texts import prompt_hash
 from tether.labels.agreement import RESAMPLES, auc, auc_ci, read_labels
+from tether.labels.gold_readme import readme
 
 FORMAT = "tether-gold/1"
 CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # a log grid: the inner CV picks the regularization
@@ -49,21 +49,22 @@ def check_features(kind: str) -> str:
     raise TetherError(f"--features {kind!r}: write minilm or hidden:MODEL (a causal LM: hub id, folder or embedded:gemma-3-270m)")
 
 
-def features(kind: str, prompts: Sequence[str], completions: Sequence[str], device: str = "auto") -> np.ndarray:
+def features(kind: str, prompts: Sequence[str], completions: Sequence[str], device: str = "auto",
+             trust_remote_code: bool = False) -> np.ndarray:
     """(n, 3·dim + 1): completion, prompt, their elementwise product, cosine similarity (unit vectors)."""
     unique = list(dict.fromkeys([*prompts, *completions]))  # a prompt shared by many items is encoded once
-    vectors = dict(zip(unique, _encode(check_features(kind), unique, device)))
+    vectors = dict(zip(unique, _encode(check_features(kind), unique, device, trust_remote_code)))
     c = np.stack([vectors[t] for t in completions])
     p = np.stack([vectors[t] for t in prompts])
     return np.hstack([c, p, c * p, (c * p).sum(axis=1, keepdims=True)]).astype(np.float64)
 
 
-def _encode(kind: str, texts: list[str], device: str) -> np.ndarray:
-    if kind == "minilm":
+def _encode(kind: str, texts: list[str], device: str, trust_remote_code: bool = False) -> np.ndarray:
+    if kind == "minilm":  # the embedded MiniLM: no code of its own to trust
         from tether.infra.models import embed
 
         return np.asarray(embed(_embedder(device), texts))
-    return _hidden(kind[len("hidden:"):], texts, device)
+    return _hidden(kind[len("hidden:"):], texts, device, trust_remote_code=trust_remote_code)
 
 
 @functools.cache
@@ -75,19 +76,20 @@ def _embedder(device: str):
 
 
 @functools.cache
-def _causal_lm(name: str, device: str):
+def _causal_lm(name: str, device: str, trust_remote_code: bool = False):
     from tether.infra.models import load_causal_lm
 
-    return load_causal_lm(name, device=device)
+    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code)
 
 
-def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16) -> np.ndarray:
+def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16,
+            trust_remote_code: bool = False) -> np.ndarray:
     """Mean-pooled last hidden state of each text (unit length), tokenized as untrusted text."""
     import torch
 
     from tether.infra.tokens import SafeTokenizer
 
-    model, tokenizer = _causal_lm(model_name, device)
+    model, tokenizer = _causal_lm(model_name, device, trust_remote_code)
     safe = SafeTokenizer(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -154,7 +156,7 @@ def cross_validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int 
 
 
 def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: int = 5, seed: int = 0,
-             who: str | None = None, device: str = "auto") -> dict:
+             who: str | None = None, device: str = "auto", trust_remote_code: bool = False) -> dict:
     """Fit on every item, after a grouped cross-validation; returns the gold's metadata (gold.json)."""
     check_features(kind)
     if folds < 2:
@@ -169,7 +171,7 @@ def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: i
     if min(n_yes, n_no, n_prompts) < folds:
         raise TetherError(f"{labels.path}: {label!r} has {n_yes} yes, {n_no} no answers on {n_prompts} prompts; "
                           f"--folds {folds} needs at least {folds} of each (label more, or lower --folds)")
-    X = features(kind, prompts, [s["completion"] for s in sources], device)
+    X = features(kind, prompts, [s["completion"] for s in sources], device, trust_remote_code)
     oof, fold_aucs, chosen = cross_validate(X, y, groups, folds, seed)
     C = choose_c(X, y, groups, seed)
     scaler, model = _fit(X, y, C)
@@ -184,7 +186,8 @@ def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: i
         "cv": {"auc": cv_auc, "ci": list(auc_ci(oof, y, RESAMPLES, seed)), "folds": folds, "grouped_by": "prompt",
                "fold_auc": [None if np.isnan(a) else a for a in fold_aucs], "fold_C": chosen, "inner_folds": INNER_FOLDS,
                "seed": seed, "resamples": RESAMPLES},
-        "labels": {"path": str(labels_path), "sha256": labels.sha256, "who": who},
+        "labels": {"path": str(labels_path), "sha256": labels.sha256, "who": who,
+                   "prompt_sha256": sorted({prompt_hash(p) for p in prompts})},  # for leak checks (experiment.leaks)
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -213,31 +216,6 @@ def check_out_dir(out: Path, force: bool) -> None:
             raise TetherError(f"{out}: already holds a gold judge; pass --force to replace it")
 
 
-def readme(meta: dict) -> str:
-    cv = meta["cv"]
-    space = ("all-MiniLM-L6-v2: the same space as the embedding-KL defense and the utility function, so this gold "
-             "shares their blind spots (text that games MiniLM games all three); fit one with "
-             "`--features hidden:MODEL` for a judge in another space"
-             if meta["features"] == "minilm" else f"the mean-pooled last hidden state of `{meta['features'][7:]}`")
-    return f"""# Gold judge for "{meta['label']}"
-
-Fitted by `tether gold fit` on {meta['labels']['path']} (sha256 `{meta['labels']['sha256'][:16]}…`) at {meta['time']}.
-
-- **Labels**: {meta['n']} items ({meta['yes']} yes, {meta['no']} no) on {meta['prompts']} prompts.
-- **Features**: {space}. Per item: the completion's vector, the prompt's, their elementwise
-  product and their cosine similarity ({len(meta['coef'])} numbers).
-- **Model**: {meta['model']}, C = {meta['C']:g} chosen by {meta['cv']['inner_folds']}-fold grouped inner
-  cross-validation from {', '.join(f'{c:g}' for c in meta['Cs'])}.
-- **Cross-validated AUC**: {cv['auc']:.3f} (95% bootstrap CI {cv['ci'][0]:.3f}-{cv['ci'][1]:.3f}), {cv['folds']} folds
-  stratified and grouped by prompt: a prompt's items are never on both the train and the test side.
-- **Score**: log-odds of "yes", higher is better. `tether gold score DIR TEXTS --out FILE`, or
-  `GoldJudge.load(DIR).score(prompts, completions)`.
-
-`gold.json` holds everything needed to score (coefficients, intercept, scaler means and
-scales) as plain numbers; nothing is pickled.
-"""
-
-
 # --- scoring --------------------------------------------------------------------------
 
 
@@ -260,9 +238,10 @@ class GoldJudge:
     meta: dict
     path: Path
     device: str = "auto"
+    trust_remote_code: bool = False  # for hidden:MODEL features
 
     @classmethod
-    def load(cls, folder: str | Path, device: str = "auto") -> GoldJudge:
+    def load(cls, folder: str | Path, device: str = "auto", trust_remote_code: bool = False) -> GoldJudge:
         path = Path(folder)
         file = path / "gold.json"
         if not file.is_file():
@@ -274,7 +253,7 @@ class GoldJudge:
         missing = [k for k in ("format", "features", "label", "coef", "intercept", "scaler") if k not in meta]
         if missing or meta["format"] != FORMAT:
             raise TetherError(f"{file}: not a {FORMAT} file (missing {', '.join(missing) or 'the format tag'})")
-        return cls(meta, path, device)
+        return cls(meta, path, device, trust_remote_code)
 
     @property
     def name(self) -> str:
@@ -286,7 +265,7 @@ class GoldJudge:
             raise TetherError(f"{len(prompts)} prompts for {len(completions)} completions")
         if not completions:
             return np.zeros(0)
-        X = features(self.meta["features"], list(prompts), list(completions), self.device)
+        X = features(self.meta["features"], list(prompts), list(completions), self.device, self.trust_remote_code)
         scaler = self.meta["scaler"]
         z = (X - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
         return z @ np.asarray(self.meta["coef"]) + float(self.meta["intercept"])
@@ -297,13 +276,14 @@ class GoldJudge:
         return GoldScores(self.score(prompts, completions), [self.meta["label"]])
 
 
-def score_file(folder: str | Path, texts: str | Path, out: str | Path, device: str = "auto") -> int:
+def score_file(folder: str | Path, texts: str | Path, out: str | Path, device: str = "auto",
+               trust_remote_code: bool = False) -> int:
     """`tether gold score`: each row of TEXTS (.jsonl, prompt + completion) with a `score`; returns rows written."""
     from tether.infra import atomic
     from tether.infra.checks import check_out
     from tether.infra.texts import output_rows, read_texts
 
-    gold = GoldJudge.load(folder, device)
+    gold = GoldJudge.load(folder, device, trust_remote_code)
     if Path(texts).suffix.lower() != ".jsonl":
         raise TetherError(f"{texts}: a gold judge reads .jsonl rows with `prompt` and `completion`")
     records = read_texts(texts)
