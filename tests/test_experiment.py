@@ -129,15 +129,16 @@ def test_a_grid_end_to_end_with_a_failure_resume_and_pairs(grid):
     assert ((out / "experiment.yaml").read_bytes(), (out / "experiment.yaml").stat().st_mtime_ns) == stored
     assert f"| plain | {len(shown)} | {won / len(shown):.2f} [" in (out / "summary.md").read_text()
 
-    # An arm `of` another evaluates that arm's runs without tuning. choose: best takes the last checkpoint before
-    # the first detector trip (plain seed 0 is given one at step 2: checkpoint-1), the final adapter when none fired
-    # (seed 1: the same model and seed draw the same texts as plain's own evaluation).
+    # An arm `of` another evaluates that arm's runs without tuning. choose: best takes the last checkpoint whose own
+    # batch passed (plain seed 0 is given a first trip at step 3, as if it had run on: checkpoint-2 wrote that batch,
+    # checkpoint-1 step 2's, which passed), the final adapter when none fired (seed 1: the same model and seed draw
+    # the same texts as plain's own evaluation).
     from tether.experiment.evaluate import choose_best
     from tether.infra import jsonl
 
     run = out / "runs" / "plain-s0"
     assert choose_best(run) == (None, 1.0, {"model": "final", "first_trip": None})
-    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 2, "detectors": []}])
+    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 3, "detectors": []}])
     stamp = (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns
     later = experiment(config, "--set", "arms.plain_best.of=plain", "--set", "arms.plain_best.choose=best", env=env)
     assert later.returncode == 0, later.stderr[-3000:]
@@ -149,13 +150,13 @@ def test_a_grid_end_to_end_with_a_failure_resume_and_pairs(grid):
         assert sorted(p.name for p in own.iterdir()) == ["eval"]  # nothing tuned here
         results[seed] = json.loads((own / "eval" / "result.json").read_text())
         assert results[seed]["of"] == "plain" and results[seed]["samples"] == 4
-    assert results[0]["model"] == "checkpoint-1" and results[0]["model_step"] == 1 and results[0]["first_trip"] == 2
+    assert results[0]["model"] == "checkpoint-1" and results[0]["model_step"] == 1 and results[0]["first_trip"] == 3
     assert results[1]["model"] == "final" and read(out / "runs" / "plain_best-s1") == read(out / "runs" / "plain-s1")
     assert (run / "final" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
     rows = {(r["arm"], r["seed"]): r for r in json.loads((out / "results.json").read_text())["runs"]}
     assert rows["plain_best", 0]["steps"] == rows["plain", 0]["steps"] == 2  # the source run's training summary
-    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 1, "detectors": []}])  # the first trip counts
-    assert choose_best(run) == (None, 0.0, {"model": "base", "first_trip": 1})
+    jsonl.append(run / "events.jsonl", [{"event": "detector", "step": 2, "detectors": []}])  # the first trip counts
+    assert choose_best(run) == (None, 0.0, {"model": "base", "first_trip": 2})  # checkpoint-1 wrote step 2's batch
 
 def test_bad_experiment_configs_are_one_line(capsys, monkeypatch, grid):
     config, out, env = grid
