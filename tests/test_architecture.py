@@ -37,9 +37,8 @@ ALLOWED_UPWARD: set[tuple[str, str]] = set()  # (importer module, imported modul
 # Debts, each capped at today's size so it can only shrink (the target is 300 lines a module,
 # 60 a function): remove an entry when its file or function is split.
 MODULE_LINES, FUNCTION_LINES = 300, 60
-LONG_MODULES = {"cli.py": 405, "infra/models.py": 317, "judge/evaluator.py": 323, "labels/gold.py": 318}
-LONG_FUNCTIONS = {"defenses/sweep.py:sweep_blends": 98, "corpus/sft.py:run_sft": 84,
-                  "serve/app.py:build_app": 76, "infra/localpage.py:make_server": 75}
+LONG_MODULES = {"judge/evaluator.py": 323}
+LONG_FUNCTIONS = {"defenses/sweep.py:sweep_blends": 98, "corpus/sft.py:run_sft": 84}
 
 
 def part_of(module: str) -> str:

@@ -32,6 +32,77 @@ def body_length(header: str | None) -> int | None:
     return int(value) if value.isascii() and value.isdigit() else None
 
 
+class PageHandler(BaseHTTPRequestHandler):
+    """One page and its JSON routes; `make_server` gives each server a subclass holding them."""
+
+    page: bytes = b""
+    gets: dict = {}
+    posts: dict = {}
+    malformed = "malformed JSON"
+    timeout = READ_TIMEOUT  # a client that stalls mid-request is dropped, never waited on forever
+
+    def log_message(self, format, *args):  # quiet: the terminal shows answers, not every request
+        pass
+
+    def do_GET(self):
+        if not self._host_ok():
+            return
+        if self.path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
+        elif self.path in self.gets:
+            try:
+                self._json(HTTPStatus.OK, self.gets[self.path]())
+            except TetherError as e:
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(e)})
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self):
+        if not self._host_ok():
+            return
+        if self.path not in self.posts:
+            return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
+        length = body_length(self.headers.get("Content-Length"))
+        if length is None:
+            self.close_connection = True  # the body's end is unknown: never read it
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length: write the body's size in bytes"})
+        if length > MAX_BODY:
+            self.close_connection = True
+            return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
+        try:
+            body = json.loads(self.rfile.read(length))
+            if not isinstance(body, dict):
+                raise ValueError
+            reply = self.posts[self.path](body)
+        except (ValueError, UnicodeDecodeError):
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": self.malformed})
+        except TetherError as e:
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+        self._json(HTTPStatus.OK, reply)
+
+    def _host_ok(self) -> bool:
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost"):
+            self._json(HTTPStatus.FORBIDDEN, {"error": "open the page at http://127.0.0.1"})
+            return False
+        return True
+
+    def _json(self, status, obj):
+        self._send(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8")
+
+    def _send(self, status, body: bytes, content_type: str):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def make_server(page: bytes, gets: dict[str, Callable[[], dict]], posts: dict[str, Callable[[dict], dict]],
                 port: int = 0, *, malformed: str = "malformed JSON") -> ThreadingHTTPServer:
     """A server on 127.0.0.1 (port 0: any free one) for one page and its JSON routes; call serve_forever().
@@ -39,72 +110,9 @@ def make_server(page: bytes, gets: dict[str, Callable[[], dict]], posts: dict[st
     A route raising TetherError answers 400 (POST) or 500 (GET: a file damaged meanwhile) with its one line.
     """
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = READ_TIMEOUT  # a client that stalls mid-request is dropped, never waited on forever
-
-        def log_message(self, format, *args):  # quiet: the terminal shows answers, not every request
-            pass
-
-        def do_GET(self):
-            if not self._host_ok():
-                return
-            if self.path in ("/", "/index.html"):
-                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-            elif self.path in gets:
-                try:
-                    self._json(HTTPStatus.OK, gets[self.path]())
-                except TetherError as e:
-                    self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(e)})
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-        def do_POST(self):
-            if not self._host_ok():
-                return
-            if self.path not in posts:
-                return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            if not self.headers.get("Content-Type", "").startswith("application/json"):
-                return self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "send JSON"})
-            length = body_length(self.headers.get("Content-Length"))
-            if length is None:
-                self.close_connection = True  # the body's end is unknown: never read it
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": "Content-Length: write the body's size in bytes"})
-            if length > MAX_BODY:
-                self.close_connection = True
-                return self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
-            try:
-                body = json.loads(self.rfile.read(length))
-                if not isinstance(body, dict):
-                    raise ValueError
-                reply = posts[self.path](body)
-            except (ValueError, UnicodeDecodeError):
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": malformed})
-            except TetherError as e:
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-            self._json(HTTPStatus.OK, reply)
-
-        def _host_ok(self) -> bool:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
-            if host not in ("127.0.0.1", "localhost"):
-                self._json(HTTPStatus.FORBIDDEN, {"error": "open the page at http://127.0.0.1"})
-                return False
-            return True
-
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8")
-
-        def _send(self, status, body: bytes, content_type: str):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Security-Policy", CSP)
-            self.end_headers()
-            self.wfile.write(body)
-
+    handler = type("Handler", (PageHandler,), {"page": page, "gets": gets, "posts": posts, "malformed": malformed})
     try:
-        return ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        return ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as e:
         raise TetherError(f"port {port}: cannot listen on 127.0.0.1 ({e.strerror}); choose another with --port") from None
 

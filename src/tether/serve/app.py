@@ -67,9 +67,20 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
             batcher.run.close()
 
     app = FastAPI(title="tether serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    names = batcher.names
-    control = _control_pattern(batcher.evaluator.tokenizer) if settings.reject_special else None
     counters = {"requests": 0, "rejected": 0}
+    _add_guard(app, settings, counters)
+    _add_reward_route(app, batcher, settings, counters)
+    _add_status_routes(app, batcher, counters)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception):  # a bug: still one line, never a traceback page
+        return JSONResponse({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}, status_code=500)
+
+    return app
+
+
+def _add_guard(app: FastAPI, settings: ServeSettings, counters: dict) -> None:
+    """Loopback hosts only when bound to loopback (DNS rebinding), and the bearer token when one is set."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -81,6 +92,12 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
             if not hmac.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
                 return _error("missing or wrong bearer token (send Authorization: Bearer TOKEN)", 401, counters)
         return await call_next(request)
+
+
+def _add_reward_route(app: FastAPI, batcher: Batcher, settings: ServeSettings, counters: dict) -> None:
+    """POST /get_reward: OpenRLHF's protocol, judged in the batcher's dynamic batches."""
+    names = batcher.names
+    control = _control_pattern(batcher.evaluator.tokenizer) if settings.reject_special else None
 
     @app.post("/get_reward")
     async def get_reward(request: Request):
@@ -104,6 +121,10 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
         extra = {f"tether/{name}": [r[f"train/{name}"] for r in rows] for name in names}
         return {"rewards": rewards, "scores": rewards, "extra_logs": extra}
 
+
+def _add_status_routes(app: FastAPI, batcher: Batcher, counters: dict) -> None:
+    """GET /health and GET /metrics (Prometheus text)."""
+
     @app.get("/health")
     async def health():
         run = batcher.run
@@ -125,12 +146,6 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
         ]
         text = "".join(f"# HELP {n} {h}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, h, v in lines)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, e: Exception):  # a bug: still one line, never a traceback page
-        return JSONResponse({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}, status_code=500)
-
-    return app
 
 
 def _error(message: str, status: int, counters: dict) -> JSONResponse:
