@@ -21,10 +21,8 @@ from peft import LoraConfig, get_peft_model
 from tether.infra.models import load_causal_lm
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
+def lora_step():
+    """One LoRA forward + backward of the embedded Gemma, as a function that runs it and returns its seconds."""
     model, _ = load_causal_lm("embedded:gemma-3-270m", device="cpu")
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
@@ -35,6 +33,14 @@ def main() -> None:
         model(input_ids=ids).logits[:, -32:].float().log_softmax(-1).mean().backward()
         return time.perf_counter() - start
 
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    step = lora_step()
     most = torch.get_num_threads()
     step()  # warm-up
     print("| threads | forward + backward (s) | load average |\n| ---: | ---: | ---: |")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from test_cli import ENV
 
@@ -34,7 +35,7 @@ def person(run: Path, stop: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir, examples_dir):
+def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir, examples_dir, monkeypatch):
     start = LabelsFile(tmp_path / "start.jsonl")
     for i in range(12):  # 6 prompts, 6 yes and 6 no: enough for the grouped 5-fold fit
         prompt, completion = f"Story {i % 6} began.", ("a happy day with friends" if i % 2 else "sad rain") + f" {i}"
@@ -97,6 +98,20 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
         else:
             want = GoldJudge.load(run / "refit" / f"round-{expected}" / "gold").score(prompts, texts)
             assert np.allclose(reward.golds[0].score(prompts, texts), want) and callback.done_step == expected
+
+    # another process under torchrun / accelerate: it neither waits, fits nor writes; it loads what the main wrote
+    import tether.labels.gold as gold_module
+    from tether.infra import ranks
+
+    monkeypatch.setattr(ranks, "is_main", lambda: False)
+    monkeypatch.setattr(ranks, "broadcast", lambda obj: str(Path("refit") / "round-2" / "gold"))
+    monkeypatch.setattr(gold_module, "fit_gold", lambda *a, **k: pytest.fail("a process other than the main fitted"))
+    written = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    reward = GoldReward([object(), object()])
+    RefitCallback(reward, tune, RunDir(run)).on_log(None, SimpleNamespace(global_step=1, max_steps=3), None)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == written
+    want = GoldJudge.load(run / "refit" / "round-2" / "gold").score(prompts, texts)
+    assert np.allclose(reward.golds[0].score(prompts, texts), want)
 
 
 def test_refit_needs_its_spot_check(tmp_path, tiny_model_dir, examples_dir, capsys):

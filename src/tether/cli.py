@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from tether.cli_gold import agreement, gold_app, stdout_print
+from tether.cli_options import QuietOpt, RemoteOpt, remote_set
 from tether.errors import TetherError
 from tether.infra import atomic, progress, threads
 from tether.infra.models import EMBEDDED_LM
@@ -46,8 +47,6 @@ LongTextOpt = Annotated[
 MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
 DeviceOpt = Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")]
 DtypeOpt = Annotated[str, typer.Option(help="the judge's precision: float32 or bfloat16")]
-RemoteOpt = Annotated[bool, typer.Option(help="allow the model's own Python code from the hub (off: safer)")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
 
 @app.command()
@@ -154,6 +153,7 @@ def tune(
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set steps=5 (repeatable)")] = [],
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
     force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
+    trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
 ):
     """Tune a policy against a constitution with TRL (GRPO or RLOO) and LoRA, logging a run directory."""
@@ -171,7 +171,8 @@ def tune(
     from tether.display import tune_line
     from tether.tune.config import TuneConfig, resume_config
 
-    settings = resume_config(resume) if resume else load_config(TuneConfig, config, set_)  # validated before torch loads
+    settings = (resume_config(resume, trust_remote_code) if resume else  # validated before torch loads
+                load_config(TuneConfig, config, [*set_, *remote_set(trust_remote_code)]))
     from tether.tune.run import run_tune
 
     run = run_tune(settings, resume=resume is not None, force=force)
@@ -200,144 +201,14 @@ def detect(
     config: Annotated[Optional[Path], typer.Option(help="a tune config YAML whose detectors to replay (default: the run's own config.yaml)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set detectors.shift_alpha=0.05 (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help='print only {"trips": {"<detector>": <first step>, ...}}')] = False,
+    trust_remote_code: RemoteOpt = False,
 ):
     """Replay the hack detectors over a run's logs, without its models, and print each detector's first trip."""
     from tether.tune.config import run_settings
     from tether.watch.replay import detect as replay, printed
 
-    typer.echo(printed(*replay(run_dir, run_settings(run_dir, config, set_)), as_json=as_json))
-
-
-@app.command()
-def sample(
-    config: Annotated[Path, typer.Argument(help="sample config YAML (see examples/sample_cheerful.yaml)")],
-    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set search=tree (repeatable)")] = [],
-    force: Annotated[bool, typer.Option(help="start the corpus directory over instead of continuing it")] = False,
-    quiet: QuietOpt = False,
-):
-    """Rejection-sample a corpus: N candidates a prompt, judged, monitored, kept or rejected with a reason."""
-    from tether.corpus.config import SampleConfig
-    from tether.infra.config import load_config
-
-    progress.set_enabled(not quiet)
-    settings = load_config(SampleConfig, config, set_)
-    from tether.corpus.sample import run_sample
-    from tether.corpus.summary import summarize
-    from tether.display import corpus_line, corpus_table, stdout
-
-    corpus = run_sample(settings, force=force)
-    summary = summarize(corpus, settings)
-    stdout.print(corpus_table(summary))
-    stdout.print(corpus_line(summary, corpus.corpus_path))
-
-
-@app.command("audit-corpus")
-def audit_corpus(
-    corpus_dir: Annotated[Path, typer.Argument(help="a corpus directory made by `tether sample`")],
-    port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 8765,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
-):
-    """Serve a page on 127.0.0.1 to accept, reject or edit each sample; decisions are saved as they are made."""
-    from tether.corpus.review import serve
-
-    serve(corpus_dir, port=port, open_browser=open_browser)
-
-
-@app.command()
-def sft(
-    corpus_dir: Annotated[Optional[Path], typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="sft config YAML (every field has a default)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set epochs=1 (repeatable)")] = [],
-    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
-    force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
-    quiet: QuietOpt = False,
-):
-    """Fine-tune the policy (LoRA, TRL's SFTTrainer) on a corpus; score held-out prompts before and after."""
-    from tether.corpus.config import SftConfig
-    from tether.infra.config import load_config
-
-    progress.set_enabled(not quiet)
-    if (corpus_dir is None) == (resume is None):
-        raise TetherError("give a CORPUS_DIR to start a run, or --resume RUN_DIR to continue one")
-    if resume is not None:
-        from tether.infra.rundir import RunDir
-
-        settings = RunDir(resume).settings(SftConfig, drop=("corpus", "constitution_sha256"), output_dir=resume.absolute())
-    else:
-        settings = load_config(SftConfig, config, set_)
-    if corpus_dir is not None:
-        from tether.corpus.store import CorpusDir
-
-        CorpusDir(corpus_dir).require()  # before the slow imports
-    from tether.corpus.sft import run_sft
-    from tether.display import sft_table, stdout
-
-    run, evaluation = run_sft(corpus_dir, settings, resume_dir=resume, force=force)
-    stdout.print(sft_table(evaluation))
-    stdout.print(f"run finished: {run.path}; adapter: {run.path / 'final'}")
-
-
-@app.command()
-def blend(
-    tuned: Annotated[Path, typer.Option(help="a run directory (its final/), a checkpoint or LoRA adapter folder, or a full model folder")],
-    base: Annotated[Optional[str], typer.Option(help="the base model (default: the run's policy_model)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
-    sweep: Annotated[Optional[str], typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,
-    prompts: Annotated[Optional[Path], typer.Option(help="held-out prompts for the sweep (default: the run's, not held out)")] = None,
-    completions: Annotated[int, typer.Option(min=1, help="sweep: completions per prompt at each A")] = 4,
-    gold_tolerance: Annotated[float, typer.Option(min=0, help="sweep: recommend the most-tuned A within this of the best gold score")] = 0.05,
-    max_kl: Annotated[Optional[float], typer.Option(min=0, help="sweep: recommend only among the A whose token KL to the base is at most this")] = None,
-    save_merged: Annotated[bool, typer.Option(help="sweep: also write each A's merged model to OUT/merged-A<A>")] = False,
-    force: Annotated[bool, typer.Option(help="--alpha: replace an existing --out folder")] = False,
-    quiet: QuietOpt = False,
-):
-    """Blend tuned weights back toward the base, base + A * (tuned - base): write one A, or sweep several and recommend one."""
-    progress.set_enabled(not quiet)
-    if (alpha is None) == (sweep is None):
-        raise TetherError("give --alpha A to write one blended model, or --sweep 0,0.5,1 to compare several")
-    if alpha is not None and out is None:
-        raise TetherError("--alpha writes a model folder: give --out DIR")
-    from tether.defenses.blend import blend_to_folder, parse_alphas
-    from tether.display import stdout, table
-
-    if alpha is not None:
-        path = blend_to_folder(tuned, alpha, out, base=base, config=config, force=force)
-        stdout.print(f"wrote {path} (alpha {alpha:g}; see blend.json)")
-        return
-    from tether.defenses.sweep import sweep_blends, sweep_table
-    from tether.tune.config import tuned_settings
-
-    alphas = parse_alphas(sweep)
-    result = sweep_blends(tuned, alphas, tuned_settings(tuned, config), base=base, out=out, prompts=prompts,
-                          completions=completions, gold_tolerance=gold_tolerance, max_kl=max_kl,
-                          save_merged=save_merged)
-    stdout.print(table(f"blend sweep ({result.settings['completions_per_prompt']} completions a prompt)", *sweep_table(result)))
-    stdout.print(f"[bold]recommended:[/] A={result.recommended['alpha']:g}: {escape(result.reason)}")
-    stdout.print(f"wrote {result.out}/sweep.md, sweep.csv, sweep.json, sweep.png, samples.jsonl")
-
-
-@app.command()
-def values(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory tuned with the utility function (utility.weight > 0)")],
-    nearest: Annotated[int, typer.Option(min=1, help="nearest completion parts shown per value")] = 3,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write every value and its nearest texts as JSON")] = None,
-):
-    """List the utility function's values, terminal and instrumental, each with the run's nearest texts."""
-    from tether.infra.checks import check_out, check_value_run
-
-    check_value_run(run_dir)
-    if out is not None:
-        check_out(out, (".json",))
-    from tether.defenses.utility import read_values
-    from tether.display import values_table
-
-    rows = read_values(run_dir, nearest)
-    stdout_print(values_table(rows, run_dir))
-    if out is not None:
-        atomic.write_json(out, rows)
-        stdout_print(f"wrote {out}")
+    settings = run_settings(run_dir, config, set_, trust_remote_code)  # this flag's trust, never the run's
+    typer.echo(printed(*replay(run_dir, settings), as_json=as_json))
 
 
 @app.command()
@@ -366,9 +237,9 @@ def label(
 app.command()(agreement)
 app.add_typer(gold_app, name="gold")
 # Commands that live in their own files (cli_*.py), each adding itself with `register(app)`.
-from tether import cli_experiment, cli_serve, cli_steer  # noqa: E402
+from tether import cli_corpus, cli_defenses, cli_experiment, cli_serve, cli_steer  # noqa: E402
 
-for _more in (cli_experiment, cli_serve, cli_steer):
+for _more in (cli_corpus, cli_defenses, cli_experiment, cli_serve, cli_steer):
     _more.register(app)
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from tether.cli_options import RemoteOpt, remote_set
+
 
 def experiment(
     config: Annotated[Path, typer.Argument(help="experiment YAML (see examples/experiment_cheerful.yaml)")],
@@ -22,6 +24,7 @@ def experiment(
     jobs: Annotated[Optional[int], typer.Option(min=1, help="runs side by side (default: the config's jobs)")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="only rewrite results, summary and plots from what exists")] = False,
     pairs: Annotated[bool, typer.Option("--pairs", help="write blind pairs (each arm against the base) for `tether label --mode compare`")] = False,
+    trust_remote_code: RemoteOpt = False,
 ):
     """Run every arm x seed (resumable; finished runs skipped, failures recorded), evaluate each, and summarise."""
     from tether.experiment.config import load_experiment
@@ -31,6 +34,7 @@ def experiment(
 
     from tether.experiment.leaks import check_no_leak, experiment_golds
 
+    set_ = [*set_, *remote_set(trust_remote_code)]  # every run's tune config, and each worker, get it
     settings = load_experiment(config, set_)
     check_golds(settings)
     check_no_leak(settings.eval_prompts, experiment_golds(settings))  # an evaluation prompt a gold has seen: refused

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from tether.cli_options import RemoteOpt
 from tether.infra import atomic, progress
 
 DeviceOpt = Annotated[str, typer.Option(help="where models run: auto (CUDA when present), cpu, cuda or cuda:N")]
@@ -31,6 +32,7 @@ def agreement(
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples for the 95% CIs")] = 2000,
     seed: Annotated[int, typer.Option(help="the bootstrap's seed")] = 0,
     device: DeviceOpt = "auto",
+    trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
 ):
     """Check judges against a person's labels on the policy's own samples: AUC per question, pairwise agreement, a verdict."""
@@ -47,7 +49,7 @@ def agreement(
         from tether.infra.checks import check_out
 
         check_out(out, (".json",), inputs=[labels])
-    judges = [parse_judge(spec, device, data.sha256) for spec in judge]
+    judges = [parse_judge(spec, device, data.sha256, trust_remote_code) for spec in judge]
     result = agreement_report(data, judges, resamples, seed)
     stdout_print(report_table(result))
     for entry in result["judges"]:
@@ -69,6 +71,7 @@ def gold_fit(
     who: Annotated[Optional[str], typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
     force: Annotated[bool, typer.Option(help="replace a gold judge already in --out")] = False,
     device: DeviceOpt = "auto",
+    trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
 ):
     """Fit a gold judge (logistic regression on text features) to one question of a person's labels; report its CV AUC."""
@@ -77,7 +80,7 @@ def gold_fit(
     progress.set_enabled(not quiet)
     check_features(features)
     check_out_dir(out, force)
-    meta = fit_gold(labels, label, features, folds, seed, who, device)
+    meta = fit_gold(labels, label, features, folds, seed, who, device, trust_remote_code)
     save_gold(meta, out, force)
     cv = meta["cv"]
     stdout_print(f"gold judge for {escape(label)!r}: cross-validated AUC {cv['auc']:.3f} (95% CI {cv['ci'][0]:.3f}-{cv['ci'][1]:.3f}; "
@@ -90,13 +93,14 @@ def gold_score(
     texts: Annotated[Path, typer.Argument(help=".jsonl rows with `prompt` and `completion`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the rows with a `score` (log-odds, higher is better): .jsonl or .csv")],
     device: DeviceOpt = "auto",
+    trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
 ):
     """Score texts with a fitted gold judge."""
     from tether.labels.gold import score_file
 
     progress.set_enabled(not quiet)
-    stdout_print(f"wrote {score_file(gold_dir, texts, out, device)} rows to {out}")
+    stdout_print(f"wrote {score_file(gold_dir, texts, out, device, trust_remote_code)} rows to {out}")
 
 
 def stdout_print(message) -> None:

@@ -15,8 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from tether.cli_options import RemoteOpt
 from tether.errors import TetherError
-from tether.infra.models import EMBEDDED_LM
+from tether.infra.models import EMBEDDED_LM, check_model
 
 
 def serve(
@@ -38,6 +39,7 @@ def serve(
     force: Annotated[bool, typer.Option(help="start the run folder afresh (only tether's files go)")] = False,
     device: Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="the judge's precision: float32 or bfloat16")] = "float32",
+    trust_remote_code: RemoteOpt = False,
 ):
     """Serve the constitution as an OpenRLHF remote reward model (POST /get_reward), logging a run tether can report on."""
     from tether.infra import progress
@@ -50,6 +52,7 @@ def serve(
     if dtype not in ("float32", "bfloat16"):
         raise TetherError(f"--dtype {dtype}: write float32 or bfloat16")
     load_constitution(constitution)  # a typo is one line before the judge loads
+    check_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # before the run folder
     _check_port(host, port)
     settings = ServeSettings(host=host, port=port, token=token, include_prompt=not completion_only,
                              max_body_bytes=int(max_body_mb * 2**20), strip=tuple(strip),
@@ -62,7 +65,8 @@ def serve(
         from tether.serve.app import build_app, make_server
         from tether.serve.batching import Batcher
 
-        evaluator = Evaluator(model, constitution, debias=debias, batch_size=batch_size, device=device, dtype=dtype)
+        evaluator = Evaluator(model, constitution, debias=debias, batch_size=batch_size, device=device, dtype=dtype,
+                              trust_remote_code=trust_remote_code)
         batcher = Batcher(evaluator, run, max_batch=max_batch, max_wait_ms=max_wait_ms)
         server = make_server(build_app(batcher, settings), settings)
         where = f"http://{host}:{port}"

@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from tether.cli_options import RemoteOpt
 from tether.infra.models import EMBEDDED_EMBEDDER, EMBEDDED_LM
 
 METHOD_HELP = "add: activation addition (a steering vector in the residual stream); guide: embedding guidance (tree search by similarity to the passage)"
@@ -41,32 +42,31 @@ def steer(
     embedder: Annotated[str, typer.Option(help="guide: the sentence embedder")] = EMBEDDED_EMBEDDER,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the continuations and settings as JSON")] = None,
     device: Annotated[str, typer.Option(help="where models run: auto (CUDA when present), cpu, cuda or cuda:N")] = "auto",
+    trust_remote_code: RemoteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ):
     """Continue CONTEXT with the policy while steering it toward PASSAGE's content and mood."""
-    from tether.errors import TetherError
     from tether.infra import progress
     from tether.infra.texts import read_text_arg
-    from tether.steer.inputs import METHODS
+    from tether.steer.inputs import check_steer
 
     progress.set_enabled(not quiet)
-    if method not in METHODS:
-        raise TetherError(f"--method {method!r}: write one of {', '.join(METHODS)}")
     context_text, passage_text = read_text_arg(context, "CONTEXT"), read_text_arg(passage, "PASSAGE")
+    baseline_text = read_text_arg(baseline, "--baseline") if baseline is not None else None
     if out is not None:
         from tether.infra.checks import check_out
 
         check_out(out, (".json",), inputs=[])
-    if layer is not None and layer < 0:
-        raise TetherError(f"--layer {layer}: out of range; layers count from 0")
+    check_steer(method, model, layer=layer, adapter=adapter, embedder=embedder if method == "guide" else None,
+                max_tokens=max_tokens, trust_remote_code=trust_remote_code)  # all of it before a model loads
 
     from tether.infra import atomic
     from tether.steer.steerer import Steerer
     from tether.steer.vector import DEFAULT_BASELINE
 
-    baseline_text = read_text_arg(baseline, "--baseline") if baseline is not None else DEFAULT_BASELINE
+    baseline_text = DEFAULT_BASELINE if baseline_text is None else baseline_text
     steerer = Steerer.load(model, adapter, embedder if method == "guide" else None, device=device,
-                           temperature=temperature)
+                           temperature=temperature, trust_remote_code=trust_remote_code)
     common = {"n": samples, "max_tokens": max_tokens, "seed": seed}
     if method == "add":
         texts = steerer.add(context_text, passage_text, alpha=alpha, layer=layer, baseline=baseline_text, **common)

@@ -87,6 +87,8 @@ class SampleConfig(BaseModel):
         "auto", pattern=DEVICE_PATTERN, description="where the policy and judges run: auto (CUDA when present), cpu, cuda or cuda:N"
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the policy's and judges' precision")
+    trust_remote_code: bool = Field(False, description="let the policy and judges run Python code of their own from "
+                                    "the hub (`--trust-remote-code`; off: safer)")
 
     def threshold_for(self, principle: str) -> float:
         return self.principle_thresholds.get(principle, self.threshold)
@@ -118,6 +120,8 @@ class SftConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] | None = Field(
         None, description="the judge's precision (default: the corpus's); the policy trains in float32"
     )
+    trust_remote_code: bool = Field(False, description="let the policy and the judge run Python code of their own "
+                                    "from the hub (`--trust-remote-code`; off: safer)")
     report_to: ReportTo = Field(
         "none", description="experiment trackers that get TRL's metrics and the held-out evaluation: tensorboard (RUN/tb), "
         "wandb (offline, RUN/wandb), trackio, a list of them, or none"

@@ -26,6 +26,7 @@ def make_server(corpus_dir: str | Path, port: int = 0) -> ThreadingHTTPServer:
     corpus = CorpusDir(corpus_dir).require()
     corpus.check_constitution(corpus.constitution())
     corpus.heal()  # apply a decision a kill left logged but not yet in corpus.jsonl
+    samples_payload(corpus)  # a damaged candidates.jsonl or decisions.jsonl: one line now, not a page that fails
     page = resources.files("tether.corpus").joinpath("review_page.html").read_bytes()
 
     def decide(body: dict) -> dict:

@@ -30,7 +30,7 @@ from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.corpus.summary import write_summary
 from tether.errors import TetherError
-from tether.infra import progress
+from tether.infra import progress, threads
 from tether.infra.generate import (
     Branch,
     Generator,
@@ -38,11 +38,12 @@ from tether.infra.generate import (
     independent,
     load_policy,
 )
+from tether.infra.models import check_adapter
 from tether.infra.seeds import item_seed
 from tether.infra.texts import Prompt, plain_text, read_prompts
 from tether.judge.constitution import load_constitution
 from tether.labels.gold_judge import check_gold
-from tether.labels.judges import Judges
+from tether.labels.judges import Judges, check_models
 
 
 def tree_search(gen: Generator, judge, prompt: Prompt, n: int, max_tokens: int, chunk: int, width: int,
@@ -104,11 +105,15 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
     if config.search == "tree" and config.completions_per_prompt % config.tree_width:
         raise TetherError(f"tree search: completions_per_prompt ({config.completions_per_prompt}) must be a multiple "
                           f"of tree_width ({config.tree_width})")
+    check_models(config)  # the policy's, judge's and gold's config.json, before any weights load
+    if config.adapter is not None:
+        check_adapter(config.adapter)
     prompts = read_prompts(config.prompts)
-    check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
+    check_chat_policy(config.policy_model, prompts, config.trust_remote_code)  # conversations need a chat template
     shown = [plain_text(p) for p in prompts]  # what the judge and the review page read
     corpus = CorpusDir(config.output_dir)
-    resuming = corpus.start(config.model_dump(mode="json"), constitution, config.constitution, force)
+    job = config.model_dump(mode="json", exclude={"trust_remote_code"})  # a permission, not part of the corpus's job
+    resuming = corpus.start(job, constitution, config.constitution, force)
 
     groups: dict[int, list[dict]] = {}
     for c in corpus.candidates():
@@ -122,11 +127,13 @@ def run_sample(config: SampleConfig, *, force: bool = False) -> CorpusDir:
         progress.console.print(f"continuing {corpus.path}: {len(prompts) - len(todo)} of {len(prompts)} prompts done")
 
     if todo:
-        policy, tokenizer = load_policy(config.policy_model, config.adapter, device=config.device, dtype=config.dtype)
+        policy, tokenizer = load_policy(config.policy_model, config.adapter, device=config.device, dtype=config.dtype,
+                                        trust_remote_code=config.trust_remote_code)
         gen = Generator(policy, tokenizer, temperature=config.temperature,
                         suppress_special_tokens=config.suppress_special_tokens)
         judges = Judges(config, constitution)
         for i in progress.track(todo, "Sampling", total=len(todo)):
+            threads.warn_once()  # one note if other work shares the cores (reads /proc at most once a minute)
             existing = groups.get(i, [])
             # The whole group is drawn again from its seed; only the draws not yet written are kept.
             completions = draw(config, gen, judges, prompts[i], config.completions_per_prompt,

@@ -23,8 +23,10 @@ from tether.corpus.selection import decide, monitor_values
 from tether.corpus.store import CorpusDir
 from tether.errors import TetherError
 from tether.infra import atomic, progress, trackers
-from tether.infra.generate import Generator, independent, load_policy, no_chat_template
+from tether.infra.generate import Generator, check_chat_policy, independent, load_policy
 from tether.infra.models import (
+    check_adapter,
+    check_model,
     checkpointing_args,
     load_adapter,
     load_causal_lm,
@@ -60,6 +62,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     if not examples:
         raise TetherError(f"{corpus.corpus_path}: empty; nothing to train on (accept some samples first)")
     sampled = corpus.settings()
+    heldout, device = _check_inputs(config, sampled, examples)  # before the run directory is written
     if resume_dir is not None:
         if stored["constitution_sha256"] != constitution.fingerprint():
             raise TetherError(f"{corpus.path}: its constitution changed since {run.path} started; start a new run")
@@ -74,13 +77,10 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     # --- the policy and the held-out evaluation before tuning ---------------------------------
     set_seed(config.seed)
     policy, tokenizer, lora = trainable_policy(config.policy_model or sampled.policy_model, sampled.adapter, config)
-    device, dtype = resolve_device(config.device or sampled.device), config.dtype or sampled.dtype
     policy.to(device)  # the trainer keeps it there: use_cpu follows the device
-    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=dtype)
+    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=config.dtype or
+                                                  sampled.dtype, trust_remote_code=config.trust_remote_code)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
-    heldout = read_prompts(config.heldout_prompts or sampled.prompts)
-    if (any("messages" in e for e in examples) or any(isinstance(p, list) for p in heldout)) and not tokenizer.chat_template:
-        raise TetherError(no_chat_template(config.policy_model or sampled.policy_model))
     evaluate = HeldOut(judge, heldout, sampled, config)
     before = evaluate(policy, tokenizer, "before")
 
@@ -123,6 +123,21 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     return run, evaluation
 
 
+def _check_inputs(config: SftConfig, sampled: SampleConfig, examples: list[dict]):
+    """(held-out prompts, device): read and checked, with the adapter and the chat template, before any model loads."""
+    heldout = read_prompts(config.heldout_prompts or sampled.prompts)
+    policy, device = config.policy_model or sampled.policy_model, config.device or sampled.device
+    trust = config.trust_remote_code
+    check_model(policy, device=device, trust_remote_code=trust,  # its config.json alone: no weights yet
+                lora_targets=config.lora_target_modules if sampled.adapter is None else ())  # an adapter has its own
+    check_model(sampled.judge_model, device=device, dtype=config.dtype or sampled.dtype, trust_remote_code=trust)
+    chats = [e["messages"] for e in examples if "messages" in e]
+    check_chat_policy(policy, [*chats, *heldout], trust)
+    if sampled.adapter is not None:
+        check_adapter(sampled.adapter)  # the corpus was sampled with it: its training continues it
+    return heldout, resolve_device(device)
+
+
 def training_pair(example: dict) -> dict:
     """A corpus row for TRL: text, or for a chat prompt (`messages`) the conversational form, which
     SFTTrainer puts through the policy's chat template as the sampler did."""
@@ -141,13 +156,14 @@ def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig)
     """
     from peft import LoraConfig
 
+    trust = config.trust_remote_code
     if adapter is None:
-        model, tokenizer = load_policy(policy_model, device="cpu")  # the caller moves it to the run's device
+        model, tokenizer = load_policy(policy_model, device="cpu", trust_remote_code=trust)  # moved by the caller
         return model, tokenizer, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
     if not (Path(adapter) / "adapter_config.json").exists():
         raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json); the corpus was sampled with it")
-    model, tokenizer = load_causal_lm(policy_model, device="cpu")
+    model, tokenizer = load_causal_lm(policy_model, device="cpu", trust_remote_code=trust)
     return load_adapter(model, adapter, trainable=True), tokenizer, None
 
 

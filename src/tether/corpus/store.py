@@ -26,7 +26,7 @@ import yaml
 
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl
-from tether.infra.rundir import clear_owned
+from tether.infra.rundir import check_new_folder, clear_owned
 from tether.judge.constitution import Constitution, load_constitution
 
 ACTIONS = ("accept", "reject", "edit")
@@ -62,6 +62,8 @@ class CorpusDir:
             return True
         if force:  # deletes only what `tether sample` and the audit wrote; refuses beside anything else
             clear_owned(self.path, CORPUS_FILES, "a corpus", marker="meta.json")
+        else:  # a new corpus never lands beside files it did not write (a tune run's config.yaml, a person's notes)
+            check_new_folder(self.path, CORPUS_FILES, "output_dir", "the corpus")
         self.path.mkdir(parents=True, exist_ok=True)
         copy = constitution_file.read_text(encoding="utf-8")
         if constitution.chat_template is not None:  # a template file named relative to the original: inlined, so it travels

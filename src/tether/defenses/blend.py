@@ -28,7 +28,7 @@ import torch
 
 from tether.errors import TetherError
 from tether.infra import atomic
-from tether.infra.models import load_adapter, load_causal_lm
+from tether.infra.models import check_adapter, load_adapter, load_causal_lm
 from tether.infra.rundir import RunDir
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -107,17 +107,19 @@ def base_name(tuned: Tuned, base: str | None, config: str | Path | None = None) 
 class Blend:
     """base + alpha * (tuned - base), held in `model` and changed in place by `set_alpha`."""
 
-    def __init__(self, tuned: Tuned, base: str, device: str = "auto"):
+    def __init__(self, tuned: Tuned, base: str, device: str = "auto", trust_remote_code: bool = False):
         self.tuned, self.base_name, self.alpha = tuned, base, 1.0
-        base_model, self.tokenizer = load_causal_lm(base, device=device)
+        if tuned.kind == "lora":
+            check_lora(tuned.folder)  # before the base model loads
+        base_model, self.tokenizer = load_causal_lm(base, device=device, trust_remote_code=trust_remote_code)
         if tuned.kind == "lora":
             from peft.tuners.lora import LoraLayer
 
-            self.model = _load_adapter(base_model, tuned.folder)
+            self.model = load_adapter(base_model, tuned.folder).eval()
             self._scalings = [(layer, name, scale) for layer in self.model.modules() if isinstance(layer, LoraLayer)
                               for name, scale in layer.scaling.items()]
         else:
-            self.base_model, self.model = base_model, _load_full(tuned.folder, base_model, base)
+            self.base_model, self.model = base_model, _load_full(tuned.folder, base_model, base, trust_remote_code)
             self._base = base_model.state_dict()
             self._targets = _floating(self.model)
             self._tuned = {k: v.clone() for k, v in self._targets.items()}
@@ -152,7 +154,9 @@ class Blend:
                 "alpha": self.alpha, "weights": "base + alpha * (tuned - base)"}
 
 
-def _load_adapter(model, folder: Path):
+def check_lora(folder: Path) -> None:
+    """A LoRA adapter blending can scale, checked from its files alone."""
+    check_adapter(folder)
     try:
         settings = json.loads((folder / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as e:
@@ -162,17 +166,19 @@ def _load_adapter(model, folder: Path):
     if settings.get("use_dora") or settings.get("modules_to_save"):
         raise TetherError(f"{folder}: a DoRA adapter or one with fully trained modules (modules_to_save) is not "
                           f"linear in its LoRA scale; merge it into a full model folder and blend that")
-    return load_adapter(model, folder).eval()
 
 
-def _load_full(folder: Path, base_model, base: str):
+def _load_full(folder: Path, base_model, base: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
+    from tether.infra.loading import cause, place
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True)
-        model = model.to(base_model.device).eval()
-    except (OSError, ValueError) as e:
-        raise TetherError(f"{folder}: cannot load this model ({str(e).strip().splitlines()[0]})") from None
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=trust_remote_code)
+    except Exception as e:  # damaged weights, a broken config.json, an unknown architecture: one line
+        raise TetherError(f"{folder}: cannot load this model: {cause(e)}") from None
+    model = place(model, base_model.device, str(folder))
     ours, theirs = base_model.state_dict(), model.state_dict()
     odd = sorted(ours.keys() ^ theirs.keys()) or [k for k in ours if ours[k].shape != theirs[k].shape]
     if odd:
@@ -202,7 +208,7 @@ def save_blend(blend: Blend, out: str | Path) -> Path:
 
 
 def blend_to_folder(tuned_path: str | Path, alpha: float, out: str | Path, *, base: str | None = None,
-                    config: str | Path | None = None, force: bool = False) -> Path:
+                    config: str | Path | None = None, force: bool = False, trust_remote_code: bool = False) -> Path:
     """`tether blend --alpha`: every input checked before any model is loaded."""
     check_alpha(alpha)
     tuned = find_tuned(tuned_path)
@@ -214,6 +220,6 @@ def blend_to_folder(tuned_path: str | Path, alpha: float, out: str | Path, *, ba
         if not (out.is_dir() and not out.is_symlink() and (out / "blend.json").is_file()):
             raise TetherError(f"{out}: --force replaces only a blended model tether wrote (a folder with blend.json); "
                               f"choose another --out")
-    blend = Blend(tuned, name)
+    blend = Blend(tuned, name, trust_remote_code=trust_remote_code)
     blend.set_alpha(alpha)
     return save_blend(blend, out)

@@ -124,10 +124,9 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
     `seed` replaces the run's seed for sampling (an experiment samples every run alike)."""
     from tether.infra.generate import Branch, Generator
     from tether.infra.models import load_embedder
-    from tether.infra.texts import plain_text, read_prompts
+    from tether.infra.texts import load_base, plain_text, read_prompts
     from tether.labels.gold_judge import ConstitutionGold, check_gold
-    from tether.labels.judges import Judges
-    from tether.infra.texts import load_base
+    from tether.labels.judges import Judges, check_models
     from tether.watch.drift import EmbeddingDrift, sample_base, save_base
     from tether.watch.metrics import batch_values
 
@@ -135,9 +134,9 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
     if completions < 1:
         raise TetherError(f"--completions {completions}: must be at least 1")
     tuned = find_tuned(tuned_path)
-    if seed is not None:
-        settings = settings.model_copy(update={"seed": seed})
+    settings = settings.model_copy(update={"seed": settings.seed if seed is None else seed})
     check_gold(settings.gold_constitution, settings.device)  # a missing or bad gold: refused before any model loads
+    check_models(settings.model_copy(update={"policy_model": base}) if base else settings)  # their config.json
     if out is None and tuned.run_dir is None:
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")
     out = Path(out) if out is not None else tuned.run_dir / "blend"
@@ -147,7 +146,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
         progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
 
-    blend = Blend(tuned, base or settings.policy_model, device=settings.device)
+    blend = Blend(tuned, base or settings.policy_model, settings.device, settings.trust_remote_code)
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
     judge, gold = judges.judge, judges.gold
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
@@ -164,7 +163,8 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
                                            settings.max_completion_tokens, settings.temperature, gen.suppress,
                                            base_samples_seed(settings.seed))
             save_base(cache, base_samples)
-        drift = EmbeddingDrift(load_embedder(settings.embedder, device=settings.device), base_samples)
+        drift = EmbeddingDrift(load_embedder(settings.embedder, device=settings.device,
+                                             trust_remote_code=settings.trust_remote_code), base_samples)
 
     rows, samples = [], []
     for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):

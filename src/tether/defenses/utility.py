@@ -210,8 +210,10 @@ class InstrumentalUtility:
                 "values": len(self.store.entries) - len(terminals)}
 
 
-def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
-    """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts."""
+def read_values(run_dir: str | Path, k: int = 3, trust_remote_code: bool = False) -> list[dict]:
+    """`tether values RUN_DIR`: each value of the run's store, with the run's k nearest completion parts.
+
+    Everything is read before the embedder loads; `trust_remote_code` is this command's own (never the run's)."""
     from tether.infra.models import load_embedder
 
     run = RunDir(run_dir)
@@ -220,11 +222,11 @@ def read_values(run_dir: str | Path, k: int = 3) -> list[dict]:
     store = ValueStore.load(run.path / "values")
     config = run.config()
     utility = UtilityConfig.model_validate(config.get("utility", {}))
-    embedder = load_embedder(config.get("embedder") or "embedded:all-minilm-l6-v2")
     parts = []
     for row in jsonl.read(run.path / "samples.jsonl"):
         parts += split_parts(row["completion"], utility)
     parts = list(dict.fromkeys(parts))
+    embedder = load_embedder(config.get("embedder") or "embedded:all-minilm-l6-v2", trust_remote_code=trust_remote_code)
     near = nearest_texts(store, lambda texts: embed(embedder, texts), parts, k)
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
             for entry, n in zip(store.entries, near)]

@@ -64,6 +64,8 @@ class ExperimentConfig(BaseModel):
                              "a constitution YAML, a gold folder (`tether gold fit`), or python:MODULE:FUNCTION "
                              "(prompts, completions) -> scores")
     jobs: int = Field(1, ge=1, description="runs side by side (each a process; memory permitting)")
+    trust_remote_code: bool = Field(False, description="every run's tune config gets trust_remote_code: true, so its "
+                                    "models may run Python code of their own from the hub (`--trust-remote-code`)")
 
     @field_validator("arms")
     @classmethod
@@ -110,6 +112,8 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     for name in ("tune", "eval_prompts"):
         if not getattr(config, name).is_file():
             raise TetherError(f"{path}: {name}: {getattr(config, name)}: no such file")
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        raise TetherError(f"{path}: output_dir: {config.output_dir}: is a file; give a folder for the experiment")
     golds = []
     for gold in config.golds:  # a path is read against the config's folder, as the Path fields are
         if not gold.startswith("python:") and not Path(gold).exists() and (Path(path).parent / gold).exists():
@@ -156,8 +160,10 @@ def tune_config(config: ExperimentConfig, arm: str, seed: int):
 
     overlay = flatten(config.arms[arm].set)
     if any(o.split("=", 1)[0] in ("seed", "output_dir") for o in overlay):
-        raise TetherError(f"arm {arm}: set: seed and output_dir are the experiment's to choose (seeds:, out:)")
-    sets = [*overlay, f"seed={seed}", f"output_dir={config.run_dir(arm, seed).absolute()}"]
+        raise TetherError(f"arm {arm}: set: seed and output_dir are the experiment's to choose "
+                          f"(its seeds: and output_dir:)")
+    sets = [*overlay, f"seed={seed}", f"output_dir={config.run_dir(arm, seed).absolute()}",
+            *(["trust_remote_code=true"] if config.trust_remote_code else [])]
     return load_config(TuneConfig, config.tune, sets, where=f"{config.tune} (arm {arm})")
 
 

@@ -41,6 +41,9 @@ def check_golds(config: ExperimentConfig) -> None:
     for spec in config.golds:
         if spec.startswith("python:"):
             _callable(spec)
+        elif not Path(spec).exists():  # check_gold's own message names tune's field, gold_constitution
+            raise TetherError(f"golds: {spec}: no such file or folder; a gold is a constitution YAML, a folder made by "
+                              f"`tether gold fit`, or python:MODULE:FUNCTION")
         else:
             check_gold(Path(spec))
 

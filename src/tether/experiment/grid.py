@@ -62,7 +62,8 @@ def run_grid(config_path: Path, config: ExperimentConfig, overrides: list[str] =
             log = logs / f"{arm}-s{seed}.log"
             handle = open(log, "ab")
             process = subprocess.Popen([sys.executable, "-m", "tether.experiment.worker", str(config_path), arm, str(seed),
-                                        *overrides], stdout=handle, stderr=subprocess.STDOUT, env=env)
+                                        *overrides], stdout=handle, stderr=subprocess.STDOUT,
+                                       env=env)
             handle.close()
             running.append(Job(arm, seed, process, log))
         time.sleep(0.5)

@@ -68,6 +68,11 @@ def win_rates(config: ExperimentConfig) -> dict[str, Estimate]:
 
 
 def summarize(config: ExperimentConfig) -> Path:
+    if not config.output_dir.is_dir():  # --summary of an experiment never run: nothing to summarise, nothing written
+        from tether.errors import TetherError
+
+        raise TetherError(f"{config.output_dir}: no such folder; the experiment has not run yet "
+                          f"(run it without --summary)")
     rows, base = collect(config)
     atomic.write_records(config.output_dir / "results.csv", rows)
     atomic.write_json(config.output_dir / "results.json", {"runs": rows, "base": base})

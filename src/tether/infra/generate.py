@@ -74,7 +74,7 @@ def no_chat_template(policy: str) -> str:
             f"none; use an instruct (chat) model, or plain-text prompts")
 
 
-def check_chat_policy(policy_model: str, prompts: list) -> None:
+def check_chat_policy(policy_model: str, prompts: list, trust_remote_code: bool = False) -> None:
     """Conversational prompts need the policy's chat template: checked on its tokenizer alone, before a
     run or corpus directory is written or a model loads."""
     if not any(isinstance(p, list) for p in prompts):
@@ -84,7 +84,8 @@ def check_chat_policy(policy_model: str, prompts: list) -> None:
     from tether.infra.models import _offline_first, embedded_gemma_dir
 
     source = str(embedded_gemma_dir()) if policy_model == EMBEDDED_LM else policy_model
-    if not _offline_first(AutoTokenizer.from_pretrained, source, policy_model, {}).chat_template:
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if not _offline_first(AutoTokenizer.from_pretrained, source, policy_model, kwargs).chat_template:
         raise TetherError(no_chat_template(policy_model))
 
 
@@ -93,8 +94,9 @@ def independent(gen: Generator, prompt: str | list[dict], n: int, max_tokens: in
     return [gen.text(b) for b in gen.extend(gen.prompt_ids(prompt), Branch([]), n, max_tokens)]
 
 
-def load_policy(policy_model: str, adapter: Path | None = None, *, device: str = "auto", dtype: str = "float32"):
-    model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype)
+def load_policy(policy_model: str, adapter: Path | None = None, *, device: str = "auto", dtype: str = "float32",
+                trust_remote_code: bool = False):
+    model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     if adapter is not None:
         model = load_adapter(model, adapter).merge_and_unload()
     return model.eval(), tokenizer

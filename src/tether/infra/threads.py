@@ -24,12 +24,13 @@ from tether.infra import progress
 ENV = "TETHER_THREADS"
 PROC = Path("/proc")
 RESCAN_S = 60.0  # warn_once reads /proc at most this often
-BUSY = 0.2  # a process using less of a core than this is idle (a server waiting, a `tail -f`)
+BUSY = 0.1  # a process using less of a core than this is idle (a server waiting, a `tail -f`)
 SLACK = 0.5  # cores of demand over the machine's before it counts as oversubscribed
+# A busy neighbour wants at least a core, however little it gets: on a full machine it is starved, not idle.
 
 _choice: dict = {}  # what configure chose: threads, why
 _wrote: str | None = None  # the OMP_NUM_THREADS value configure wrote, so a later call tells it from the user's
-_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, start) -> (cpu seconds, monotonic time) at the last scan
+_cpu: dict[tuple[int, float], tuple[float, float]] = {}  # (pid, start) -> (cpu seconds, monotonic time) last scan
 _state = {"warned": False, "scanned": -math.inf}
 
 
@@ -45,7 +46,8 @@ def cores_available() -> int:
 
 def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """Cores a cgroup CPU quota allows (v2 cpu.max, or v1 cpu.cfs_quota_us); None when unlimited or unreadable."""
-    for quota_file, period_file in ((root / "cpu.max", None), (root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us")):
+    v1 = root / "cpu"
+    for quota_file, period_file in ((root / "cpu.max", None), (v1 / "cpu.cfs_quota_us", v1 / "cpu.cfs_period_us")):
         try:
             fields = quota_file.read_text().split()
             period = fields[1] if period_file is None else period_file.read_text().strip()
@@ -79,7 +81,8 @@ def configure(jobs: int = 1) -> int:
     """
     global _wrote
     cores = cores_available()
-    threads, why = _explicit() or (max(1, cores // max(1, jobs)), f"{cores} cores" + (f" / {jobs} jobs" if jobs > 1 else ""))
+    shared = f"{cores} cores" + (f" / {jobs} jobs" if jobs > 1 else "")
+    threads, why = _explicit() or (max(1, cores // max(1, jobs)), shared)
     if why != "OMP_NUM_THREADS":
         os.environ["OMP_NUM_THREADS"] = _wrote = str(threads)
         if "torch" in sys.modules:
@@ -89,7 +92,7 @@ def configure(jobs: int = 1) -> int:
 
 
 def configure_command() -> None:
-    # the `tether` app callback: every command, before it parses its own options (no docstring: it would be the app's help)
+    # the `tether` app's callback: every command, before its own options are read (a docstring would be the app's help)
     configure()
 
 
@@ -183,14 +186,18 @@ def oversubscribed(proc: Path = PROC, threads: int | None = None) -> str | None:
     """What keeps this process's cores busy besides it, in words, or None when its `threads` fit beside it."""
     cores, threads = cores_available(), threads or _threads_now()
     others = neighbours(proc)
-    if others and sum(n.cores for n in others) + threads > cores + SLACK:
+    if others and sum(max(1.0, n.cores) for n in others) + threads > cores + SLACK:
         each, many = max(1, cores // (len(others) + 1)), len(others) > 1
-        return (f"{len(others)} other tether process{'es share' if many else ' shares'} these {cores} cores; steps will "
-                f"be slow. Run one at a time, or give each fewer threads: {ENV}={each} tether ...")
+        return (
+            f"{len(others)} other tether process{'es share' if many else ' shares'} these {cores} cores; "
+            f"steps will be slow. Run one at a time, or give each fewer threads: {ENV}={each} tether ..."
+        )
     load = other_load(proc)
     if threads > 1 and load >= 1 and load + threads > cores + SLACK:
-        return (f"other work keeps about {load:.1f} of these {cores} cores busy; steps will be slow. "
-                f"Give tether fewer threads: {ENV}={max(1, cores - math.ceil(load))} tether ...")
+        return (
+            f"other work keeps about {load:.1f} of these {cores} cores busy; steps will be slow. "
+            f"Give tether fewer threads: {ENV}={max(1, cores - math.ceil(load))} tether ..."
+        )
     return None
 
 
@@ -199,7 +206,7 @@ def other_load(proc: Path = PROC) -> float:
     recent share and the runnable count now less this reader, so neither a spike nor a fading average counts alone."""
     fields = (proc / "loadavg").read_text().split()
     own = _share(os.getpid(), proc, float((proc / "uptime").read_text().split()[0]))
-    return max(0.0, min(float(fields[0]) - (own[0] if own else 0.0), int(fields[3].split("/")[0]) - 1))
+    return max(0.0, min(float(fields[0]) - (own[0] if own else 0.0), float(fields[3].split("/")[0]) - 1))
 
 
 def warn_once(proc: Path = PROC) -> bool:
@@ -217,7 +224,7 @@ def warn_once(proc: Path = PROC) -> bool:
         return False
     if why:
         _state["warned"] = True
-        progress.note(f"[yellow]note:[/] {why}")
+        progress.note(f"[yellow]note:[/] {why}", soft_wrap=True)
     return bool(why)
 
 

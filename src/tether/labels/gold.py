@@ -250,6 +250,8 @@ class GoldJudge:
             meta = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise TetherError(f"{file}: cannot read ({e})") from None
+        if not isinstance(meta, dict):
+            raise TetherError(f"{file}: not a {FORMAT} file (expected a JSON object, got {type(meta).__name__})")
         missing = [k for k in ("format", "features", "label", "coef", "intercept", "scaler") if k not in meta]
         if missing or meta["format"] != FORMAT:
             raise TetherError(f"{file}: not a {FORMAT} file (missing {', '.join(missing) or 'the format tag'})")

@@ -118,13 +118,15 @@ class GoldSpec:
     batch_size: int = 16
     device: str = "auto"
     dtype: str = "float32"
+    trust_remote_code: bool = False  # the gold's model (a constitution's, or a fitted gold's hidden:MODEL)
 
     @classmethod
     def of(cls, config, path: Path | None | str = "gold_constitution") -> GoldSpec:
         """From a tune or sample config: its `gold_constitution`, or another `path` judged the same way."""
         gold = config.gold_constitution if path == "gold_constitution" else path
         return cls(Path(gold) if gold is not None else None, config.gold_model, config.gold_debias,
-                   config.judge_model, config.judge_batch_size, config.device, config.dtype)
+                   config.judge_model, config.judge_batch_size, config.device, config.dtype,
+                   getattr(config, "trust_remote_code", False))
 
 
 def load_gold(spec: GoldSpec, checked=None, shared: tuple | None = None, include_prompt: bool = True) -> Gold | None:
@@ -140,12 +142,15 @@ def load_gold(spec: GoldSpec, checked=None, shared: tuple | None = None, include
     from tether.labels.gold import GoldJudge
 
     if isinstance(checked, GoldJudge):
-        return FolderGold(checked)
+        import dataclasses
+
+        return FolderGold(dataclasses.replace(checked, trust_remote_code=spec.trust_remote_code))
     from tether.infra.models import load_causal_lm
     from tether.judge.evaluator import Evaluator
 
     if shared is None or spec.model not in (None, spec.judge_model):
-        shared = load_causal_lm(spec.model or spec.judge_model, device=spec.device, dtype=spec.dtype)
+        shared = load_causal_lm(spec.model or spec.judge_model, device=spec.device, dtype=spec.dtype,
+                                trust_remote_code=spec.trust_remote_code)
     model, tokenizer = shared
     evaluator = Evaluator(model, checked, tokenizer=tokenizer, debias=spec.debias, batch_size=spec.batch_size)
     return ConstitutionGold(evaluator, include_prompt)

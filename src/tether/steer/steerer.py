@@ -47,9 +47,11 @@ class Steerer:
 
     @classmethod
     def load(cls, model: str = EMBEDDED_LM, adapter=None, embedder: str | None = EMBEDDED_EMBEDDER, *,
-             device: str = "auto", dtype: str = "float32", **kwargs) -> Steerer:
-        lm, tokenizer = load_policy(model, adapter, device=device, dtype=dtype)
-        return cls(lm, tokenizer, load_embedder(embedder, device=device) if embedder else None, **kwargs)
+             device: str = "auto", dtype: str = "float32", trust_remote_code: bool = False, **kwargs) -> Steerer:
+        """The policy (with `adapter` merged) and the embedder; `trust_remote_code` reaches both loaders."""
+        lm, tokenizer = load_policy(model, adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        embedder = load_embedder(embedder, device=device, trust_remote_code=trust_remote_code) if embedder else None
+        return cls(lm, tokenizer, embedder, **kwargs)
 
     def __post_init__(self):
         self.gen = Generator(self.model, self.tokenizer, temperature=self.temperature,

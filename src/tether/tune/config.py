@@ -182,6 +182,8 @@ class TuneConfig(BaseModel):
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
     )
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
+    trust_remote_code: bool = Field(False, description="let the policy, judges, golds and embedder run Python code of "
+                                    "their own from the hub (`--trust-remote-code`; off: safer)")
     report_to: ReportTo = Field(
         "none", description="experiment trackers that get TRL's and tether's metrics each step: tensorboard (RUN/tb), "
         "wandb (offline, RUN/wandb), trackio, a list of them, or none"
@@ -216,6 +218,12 @@ class TuneConfig(BaseModel):
         if every and (not self.spot_check.every or every % self.spot_check.every):
             raise ValueError(f"gold_reward.refit_every {every} needs the spot check to queue completions at those "
                              f"steps: set spot_check.every to {every} (or a divisor of it)")
+        if every and self.spot_check.spec is not None:  # the refit reads the answers to its question
+            from tether.labels.spec import load_spec
+
+            if self.gold_reward.refit_label not in load_spec(self.spot_check.spec).names():
+                raise ValueError(f"gold_reward.refit_label {self.gold_reward.refit_label!r}: not a question of "
+                                 f"spot_check.spec {self.spot_check.spec}")
         return self
 
     @model_validator(mode="after")
@@ -227,13 +235,24 @@ class TuneConfig(BaseModel):
         return self
 
 
-def resume_config(run_dir: str | Path) -> TuneConfig:
+def resume_config(run_dir: str | Path, trust_remote_code: bool = False) -> TuneConfig:
     """The config a run was started with, for `--resume`: always continuing `run_dir` itself, whatever
-    output_dir its config.yaml names (a copied run must not finish the original)."""
-    return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute())
+    output_dir its config.yaml names (a copied run must not finish the original); `trust_remote_code` is
+    the resuming command's own, never the stored one."""
+    return RunDir(run_dir).settings(TuneConfig, output_dir=Path(run_dir).absolute(),
+                                    trust_remote_code=trust_remote_code)
 
 
-def run_settings(run_dir: str | Path, config: str | Path | None = None, overrides=()) -> TuneConfig:
+def trusting(settings, trust_remote_code: bool | None, stored: bool = True):
+    """`settings` with the command's --trust-remote-code: a run's stored config never turns it on for another
+    command (`stored`: the settings came from a run directory), a config file the user passes may; None keeps it."""
+    if trust_remote_code is None or (not trust_remote_code and not stored):
+        return settings
+    return settings.model_copy(update={"trust_remote_code": trust_remote_code})
+
+
+def run_settings(run_dir: str | Path, config: str | Path | None = None, overrides=(),
+                 trust_remote_code: bool | None = None) -> TuneConfig:
     """A run's TuneConfig (or FILE's), with --set overrides, for replaying its detectors; the gold
     judge is not needed, so not checked."""
     from tether.errors import TetherError
@@ -241,24 +260,27 @@ def run_settings(run_dir: str | Path, config: str | Path | None = None, override
 
     run = RunDir(run_dir)
     if config is not None:
-        return load_config(TuneConfig, config, overrides)
+        return trusting(load_config(TuneConfig, config, overrides), trust_remote_code, stored=False)
     if not (run.path / "config.yaml").exists():
         raise TetherError(f"{run.path}: no run here (no config.yaml); give a tether run directory")
     data = {k: v for k, v in run.config().items() if k != "gold_constitution"}
+    if trust_remote_code is not None:  # the command's own flag, under its --set overrides; never the run's
+        data["trust_remote_code"] = trust_remote_code
     return load_config(TuneConfig, data=data, overrides=overrides, where=str(run.path / "config.yaml"))
 
 
-def tuned_settings(tuned_path: str | Path, config: str | Path | None = None) -> TuneConfig:
+def tuned_settings(tuned_path: str | Path, config: str | Path | None = None,
+                   trust_remote_code: bool | None = None) -> TuneConfig:
     """The tune settings of tuned weights (`tether blend`): the `config` file if given, else the
-    config.yaml of the run directory around them."""
+    config.yaml of the run directory around them; `trust_remote_code` as `trusting` says."""
     from tether.defenses.blend import find_tuned
     from tether.errors import TetherError
     from tether.infra.config import load_config
 
     if config is not None:
-        return load_config(TuneConfig, config)
+        return trusting(load_config(TuneConfig, config), trust_remote_code, stored=False)
     tuned = find_tuned(tuned_path)
     if tuned.run_dir is None:
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --config TUNE.yaml for the judges and "
                           f"sampling settings")
-    return RunDir(tuned.run_dir).settings(TuneConfig, output_dir=tuned.run_dir)
+    return trusting(RunDir(tuned.run_dir).settings(TuneConfig, output_dir=tuned.run_dir), trust_remote_code)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tether.infra import jsonl, progress
+from tether.infra import jsonl, progress, ranks
 from tether.infra.rundir import RunDir
 from tether.watch import spotcheck
 
@@ -54,9 +54,19 @@ class RefitCallback(TrainerCallback):
             return
         self.done_step = state.global_step
         step, label = state.global_step, self.config.gold_reward.refit_label
+        # Under torchrun / accelerate only the main process waits, fits and writes; the others wait
+        # here for the new gold's folder and load it, so every process pays the same gold.
+        gold = self._round(step, label) if ranks.is_main() else None
+        gold = ranks.broadcast(gold)
+        if gold is not None and not ranks.is_main():
+            self.rounds += 1
+            self._pay(self.run.path / gold)
+
+    def _round(self, step: int, label: str) -> str | None:
+        """Wait for the answers and refit (main process): the new gold's folder in the run, or None."""
         queued = [r for r in jsonl.read(self.run.path / spotcheck.QUEUE) if r.get("step") == step]
         if not queued:
-            return
+            return None
         progress.console.print(f"step {step}: waiting for a person's `{label}` answers to {len(queued)} completions "
                                f"({spotcheck.command(self.run.path)})", highlight=False, soft_wrap=True)
         deadline = time.monotonic() + self.config.gold_reward.refit_wait
@@ -66,15 +76,15 @@ class RefitCallback(TrainerCallback):
             self.run.event("refit_skipped", step=step, unanswered=missing)
             progress.console.print(f"[yellow]warning:[/] step {step}: {missing} completions unanswered after "
                                    f"{self.config.gold_reward.refit_wait:g} s; the gold reward is not refit this round")
-            return
-        self._refit(step, label)
+            return None
+        return self._refit(step, label)
 
     def _pay(self, gold: Path) -> None:
         """Pay this gold folder in place of `path`'s gold (the first; `also` golds stay)."""
         from tether.labels.gold_judge import FolderGold
         from tether.labels.gold import GoldJudge
 
-        self.reward.golds[0] = FolderGold(GoldJudge.load(gold, device=self.config.device))
+        self.reward.golds[0] = FolderGold(GoldJudge.load(gold, self.config.device, self.config.trust_remote_code))
 
     def _unanswered(self, queued: list[dict], label: str) -> int:
         answered = {(r["source"].get("step"), r["source"].get("prompt"), r["source"].get("completion"))
@@ -82,7 +92,7 @@ class RefitCallback(TrainerCallback):
                     if r.get("kind") == "label" and r.get("question") == label and r.get("answer") in ("yes", "no")}
         return sum((r["step"], r["prompt"], r["completion"]) not in answered for r in queued)
 
-    def _refit(self, step: int, label: str) -> None:
+    def _refit(self, step: int, label: str) -> str:
         from tether.labels.gold import fit_gold, save_gold
 
         self.rounds += 1
@@ -91,7 +101,8 @@ class RefitCallback(TrainerCallback):
         start = [r for path in self.config.gold_reward.refit_labels for r in jsonl.read(path)]
         theirs = list(jsonl.read(self.run.path / spotcheck.LABELS))
         jsonl.rewrite(folder / "labels.jsonl", start + theirs)
-        meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features, device=self.config.device)
+        meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features,
+                        device=self.config.device, trust_remote_code=self.config.trust_remote_code)
         save_gold(meta, folder / "gold", force=True)
         self._pay(folder / "gold")
         new = sum(1 for r in theirs if r.get("kind") == "label" and r.get("question") == label)
@@ -99,3 +110,4 @@ class RefitCallback(TrainerCallback):
                        cv_auc=meta["cv"]["auc"], gold=str(Path("refit") / f"round-{self.rounds}" / "gold"))
         progress.console.print(f"step {step}: gold reward refit (round {self.rounds}) on {meta['n']} labels, "
                                f"{new} of them this run's; cross-validated AUC {meta['cv']['auc']:.2f}", highlight=False)
+        return str(Path("refit") / f"round-{self.rounds}" / "gold")

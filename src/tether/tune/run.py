@@ -23,18 +23,20 @@ from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreC
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks, threads, trackers
 from tether.infra.generate import check_chat_policy
-from tether.infra.models import load_causal_lm, load_embedder
+from tether.infra.models import check_embedder, load_causal_lm, load_embedder
 from tether.infra.rundir import RunDir
 from tether.infra.texts import load_base, read_prompts
 from tether.judge.constitution import load_constitution
 from tether.judge.evaluator import Evaluator
 from tether.judge.remote import RemoteEvaluator, is_remote, make_evaluator
 from tether.labels.gold_judge import GoldSpec, check_gold, load_gold
+from tether.labels.judges import check_models
 from tether.rewards.constitution import ConstitutionReward
 from tether.rewards.gold import GoldReward
 from tether.rewards.shaping import RewardShape, reference_baseline
 from tether.tune.config import TuneConfig
 from tether.tune.trainer import check_batch_splits, suppressed_ids, trl_config, vllm_args
+from tether.watch import spotcheck
 from tether.watch.callbacks import DetectorCallback, MonitorCallback, RewardTerm, StepPrinter
 from tether.watch.drift import EmbeddingDrift, sample_base, save_base
 from tether.watch.metrics import is_tether_metric
@@ -52,7 +54,8 @@ def run_tune(config: TuneConfig, *, resume: bool = False, force: bool = False, c
     set_seed(config.seed)
     parts = load_parts(config, inputs, run)
     terms, utility, refit = reward_terms(config, inputs, parts, run, checkpoint)
-    trainer, detector = build_trainer(config, inputs, parts, run, terms, utility, [*refit, threads.load_check(), *(callbacks or [])])
+    extra = [*refit, threads.load_check(), *(callbacks or [])]  # load_check: one note if other work shares the cores
+    trainer, detector = build_trainer(config, inputs, parts, run, terms, utility, extra)
     if resume:  # the trips and metrics from before the checkpoint (the files were rewound to it above)
         detector.restore(jsonl.read(run.path / "events.jsonl"), jsonl.read(run.path / "metrics.jsonl"))
     if ranks.is_main():
@@ -83,11 +86,14 @@ def check_inputs(config: TuneConfig) -> Inputs:
     vllm = vllm_args(config)  # refused on a machine without a GPU
     trackers.check_installed(config.report_to)  # and a tracker that is not installed
     prompts = read_prompts(config.prompts)
-    check_chat_policy(config.policy_model, prompts)  # conversations need the policy's chat template
+    check_chat_policy(config.policy_model, prompts, config.trust_remote_code)  # conversations need a chat template
     constitutions = [load_constitution(config.constitution), *(load_constitution(j.constitution) for j in config.judges)]
     for name in {config.judge_model, *(j.model for j in config.judges if j.model)}:
         if is_remote(name):  # a served judge is asked now, so a wrong URL leaves no run directory behind
             RemoteEvaluator.check(name)
+    check_models(config, *(j.model for j in config.judges))  # config.json alone, before any weights load
+    if config.embedder:
+        check_embedder(config.embedder, trust_remote_code=config.trust_remote_code)
     gold = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
     paid = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
             ] if config.gold_reward.weight else []
@@ -115,6 +121,9 @@ def open_run(config: TuneConfig, resume: bool, force: bool) -> tuple[RunDir, Pat
                 run.event("resume", from_step=done_steps, processes=ranks.world_size())
             else:
                 run.start(config.model_dump(mode="json"), force=force)
+            if config.spot_check.every:  # the spec the spot-check hint names, when the config names none
+                refit = [config.gold_reward.refit_label] if config.gold_reward.refit_every else []
+                spotcheck.write_spec(run.path, config.spot_check, refit)
         except TetherError as e:
             refusal = str(e)
     refusal = ranks.broadcast(refusal)  # every process stops, not only the one that writes
@@ -142,9 +151,11 @@ class Parts:
 
 
 def load_parts(config: TuneConfig, inputs: Inputs, run: RunDir) -> Parts:
-    policy, tokenizer = load_causal_lm(config.policy_model, device=config.device)  # trains in float32
+    trust = config.trust_remote_code
+    policy, tokenizer = load_causal_lm(config.policy_model, device=config.device, trust_remote_code=trust)  # float32
     loaded = {} if is_remote(config.judge_model) else {  # a served judge has no local weights to share
-        config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype)}
+        config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype,
+                                           trust_remote_code=trust)}
     judge, *more = _judges(config, inputs.constitutions, loaded)
     shared = loaded.get(config.judge_model)
     reads_prompt = config.judge_reads == "conversation"
@@ -152,7 +163,8 @@ def load_parts(config: TuneConfig, inputs: Inputs, run: RunDir) -> Parts:
     reward = ConstitutionReward(judge, include_prompt=reads_prompt, extra=more, ensemble=config.ensemble,
                                 ensemble_lambda=config.ensemble_lambda)
     suppress = suppressed_ids(tokenizer, config)
-    embedder = load_embedder(config.embedder, device=config.device) if config.embedder else None
+    embedder = (load_embedder(config.embedder, device=config.device, trust_remote_code=trust)
+                if config.embedder else None)
     base_samples = _base_samples(config, run, policy, tokenizer, inputs.prompts, suppress)
     reward.shape = RewardShape(config.reward_shape, reference_baseline(reward.raw, base_samples)
                                if config.reward_shape == "reference" else None)  # r_base: the base's mean score
@@ -281,7 +293,8 @@ def _judges(config: TuneConfig, constitutions: list, loaded: dict) -> list[Evalu
     out = []
     for name, constitution in zip(models, constitutions):
         if not is_remote(name) and name not in loaded:
-            loaded[name] = load_causal_lm(name, device=config.device, dtype=config.dtype)
+            loaded[name] = load_causal_lm(name, device=config.device, dtype=config.dtype,
+                                          trust_remote_code=config.trust_remote_code)
         out.append(make_evaluator(name, constitution, batch_size=config.judge_batch_size, shared=loaded.get(name),
                                   top_k=config.judge_top_k))
     return out

@@ -26,6 +26,8 @@ from tether.watch.metrics import Trip
 
 def history_of(run_dir: Path) -> list[dict]:
     """The logged steps, in order, the latest line of a step winning (as a resumed run's rewound logs)."""
+    if not Path(run_dir).is_dir():  # with --config, nothing else has looked at RUN_DIR yet
+        raise TetherError(f"{run_dir}: {'not a folder' if Path(run_dir).exists() else 'no such run directory'}")
     steps = {m["step"]: m for m in jsonl.read(Path(run_dir) / "metrics.jsonl") if "reward/train" in m and "step" in m}
     if not steps:
         raise TetherError(f"{run_dir}: no steps logged yet (metrics.jsonl is missing or empty)")
@@ -43,7 +45,7 @@ def fill_shift(run_dir: Path, history: list[dict], settings) -> int:
     from tether.infra.texts import load_base
     from tether.watch.shift import ShiftTest
 
-    embedder = load_embedder(settings.embedder, device=settings.device)
+    embedder = load_embedder(settings.embedder, device=settings.device, trust_remote_code=settings.trust_remote_code)
     base = {p: embed(embedder, c) for p, c in load_base(run_dir / "base_samples.jsonl").items()}
     by_step: dict[int, list[dict]] = {}
     for row in jsonl.read(run_dir / "samples.jsonl"):

@@ -24,19 +24,23 @@ JUDGE_KINDS = ("constitution:PATH[@MODEL]", "gold:DIR", "monitor:NAME", "field:N
                "similarity:base=BASE_SAMPLES.jsonl")
 
 
-def parse_judge(spec: str, device: str = "auto", labels_sha256: str | None = None) -> Judge:
-    """A judge from its spec; checked here (files, names) before any model loads."""
+def parse_judge(spec: str, device: str = "auto", labels_sha256: str | None = None,
+                trust_remote_code: bool = False) -> Judge:
+    """A judge from its spec; checked here (files, names) before any model loads.
+
+    `trust_remote_code` reaches the models a spec names (a constitution's @MODEL, a gold's hidden:MODEL);
+    the similarity judges use the embedded MiniLM, which has no code of its own."""
     kind, _, arg = spec.partition(":")
     if kind == "constitution" and arg:
         path, model = (arg, None) if Path(arg).exists() or "@" not in arg else arg.rsplit("@", 1)
         from tether.judge.constitution import load_constitution
 
         rubric = load_constitution(path)
-        return Judge(spec, lambda rows: _constitution_scores(rubric, model, device, rows))
+        return Judge(spec, lambda rows: _constitution_scores(rubric, model, device, rows, trust_remote_code))
     if kind == "gold" and arg:
         from tether.labels.gold import GoldJudge
 
-        gold = GoldJudge.load(arg)
+        gold = GoldJudge.load(arg, device, trust_remote_code)
         same = labels_sha256 is not None and gold.meta["labels"]["sha256"] == labels_sha256
         note = "fitted on these labels: in-sample, so optimistic; its cross-validated AUC is in gold.json" if same else ""
         return Judge(spec, lambda rows: gold.score([r.get("prompt") or "" for r in rows],
@@ -92,16 +96,18 @@ def _number(value) -> float:
 
 
 @functools.cache
-def _judge_model(name: str, device: str):
+def _judge_model(name: str, device: str, trust_remote_code: bool = False):
     from tether.infra.models import load_causal_lm
 
-    return load_causal_lm(name, device=device)  # loaded once for every constitution on the same model
+    # loaded once for every constitution on the same model
+    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code)
 
 
-def _constitution_scores(rubric, model: str | None, device: str, rows: list[dict]) -> np.ndarray:
+def _constitution_scores(rubric, model: str | None, device: str, rows: list[dict],
+                         trust_remote_code: bool = False) -> np.ndarray:
     from tether.infra.models import EMBEDDED_LM
     from tether.judge.evaluator import Evaluator
 
-    lm, tokenizer = _judge_model(model or EMBEDDED_LM, device)
+    lm, tokenizer = _judge_model(model or EMBEDDED_LM, device, trust_remote_code)
     evaluator = Evaluator(lm, rubric, tokenizer=tokenizer)
     return evaluator.score([(r.get("prompt") or "") + r["completion"] for r in rows]).total()

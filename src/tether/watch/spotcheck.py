@@ -3,7 +3,11 @@
 The run appends them to RUN_DIR/spotcheck.jsonl (step, prompt, completion); a person
 answers them on the labeling page, whenever they like, while the run goes on:
 
-    tether label RUN_DIR/spotcheck.jsonl --spec examples/labels_cheerful.yaml --out RUN_DIR/labels.jsonl
+    tether label RUN_DIR/spotcheck.jsonl --spec SPEC --out RUN_DIR/labels.jsonl
+
+SPEC is the run's own label spec: `spot_check.spec` when the config names one (its questions must
+include `questions`), else RUN_DIR/label_spec.yaml, which the run writes from `questions`. The
+command printed when the first check is queued (and by a refit that waits) names it.
 
 Each step the `person` detector reads RUN_DIR/labels.jsonl and counts the spot-check items
 a person answered "no" to (on any of `questions`); at `min_no` it trips, and with
@@ -17,13 +21,15 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.errors import TetherError
 from tether.infra import jsonl
+from tether.infra.rundir import RunDir
 
 QUEUE = "spotcheck.jsonl"
 LABELS = "labels.jsonl"
+SPEC = "label_spec.yaml"  # the spec a run writes from `questions` when its config names none
 
 
 class SpotCheckConfig(BaseModel):
@@ -36,6 +42,24 @@ class SpotCheckConfig(BaseModel):
                                  description="label questions whose `no` answer counts against the run (names in the spec)")
     min_no: int = Field(2, ge=1, description="trip `person` when at least this many queued completions were answered no: "
                         "2, so one slip of the hand does not stop a run")
+    spec: Path | None = Field(None, description="the label spec a person answers the queue with (e.g. "
+                              "examples/labels_cheerful.yaml; it must ask `questions`); default: "
+                              "RUN_DIR/label_spec.yaml, written by the run from `questions`")
+
+    @model_validator(mode="after")
+    def _spec_asks_the_questions(self):
+        if self.spec is not None:
+            from tether.labels.spec import load_spec
+
+            try:
+                names = load_spec(self.spec).names()
+            except TetherError as e:
+                raise ValueError(f"spot_check.spec: {e}") from None
+            missing = [q for q in self.questions if q not in names]
+            if missing:
+                raise ValueError(f"spot_check.spec: {self.spec} does not ask {', '.join(missing)} "
+                                 f"(spot_check.questions); it asks {', '.join(names)}")
+        return self
 
 
 def pick(completions: Sequence[tuple[str, str]], k: int, seed: int, step: int) -> list[tuple[str, str]]:
@@ -49,8 +73,36 @@ def queue(run_path: Path, step: int, chosen: Sequence[tuple[str, str]]) -> None:
 
 
 def command(run_path: Path) -> str:
-    """What to run to answer the queue (printed once, when the first check is written)."""
-    return (f"tether label {run_path / QUEUE} --spec examples/labels_cheerful.yaml --out {run_path / LABELS}")
+    """What to run to answer the queue (printed once, when the first check is written), with the run's own spec."""
+    return f"tether label {run_path / QUEUE} --spec {spec_path(run_path)} --out {run_path / LABELS}"
+
+
+def spec_path(run_path: Path) -> Path:
+    """The run's label spec: `spot_check.spec` of its config.yaml, else the RUN_DIR/label_spec.yaml it wrote."""
+    try:
+        spec = ((RunDir(run_path).config().get("spot_check") or {}).get("spec"))
+    except TetherError:  # no readable config.yaml: the hint still names the spec the run would write
+        spec = None
+    return Path(spec) if spec else Path(run_path) / SPEC
+
+
+def write_spec(run_path: Path, config: SpotCheckConfig, more: Sequence[str] = ()) -> Path | None:
+    """RUN_DIR/label_spec.yaml, asking `questions` (and `more`, e.g. the refit's question), when the config
+    names no spec of its own; None when it does."""
+    import yaml
+
+    from tether.infra import atomic
+
+    if config.spec is not None:
+        return None
+    names = list(dict.fromkeys([*config.questions, *more]))
+    questions = [{"name": n, "question": f"Is the completion {n.replace('_', ' ')}?",
+                  "help": "a spot-check question of this run; a no counts against it"} for n in names]
+    header = ("# Written by `tether tune` from spot_check.questions; to word the questions yourself, write a spec\n"
+              "# (see examples/labels_cheerful.yaml) and name it in spot_check.spec.\n")
+    path = Path(run_path) / SPEC
+    atomic.write_text(path, header + yaml.safe_dump({"questions": questions}, sort_keys=False))
+    return path
 
 
 def person_noes(run_path: Path, questions: Sequence[str]) -> list[int]:
