@@ -8,7 +8,9 @@ from tether.infra.models import _transposed_head_forward, fast_cpu_head, load_ca
 
 
 def test_fast_head_gives_the_same_logits_and_keeps_training_on_f_linear(tiny_model_dir):
-    model, _ = load_causal_lm(str(tiny_model_dir), device="cpu")  # every tether loader installs it
+    plain, _ = load_causal_lm(str(tiny_model_dir), device="cpu")  # a user's load: transformers' model, untouched
+    assert "forward" not in vars(plain.get_output_embeddings())
+    model, _ = load_causal_lm(str(tiny_model_dir), device="cpu", fast_head=True)  # tether's commands opt in
     head = model.get_output_embeddings()
     assert head.forward.__func__ is _transposed_head_forward and head.forward.__self__ is head
     ids = torch.randint(3, 100, (3, 7))

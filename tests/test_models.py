@@ -87,3 +87,30 @@ def test_adapters_load_from_safetensors_only(tmp_path, tiny_gemma):
     torch.save(weights, folder / "adapter_model.bin")
     with pytest.raises(TetherError, match="not in adapter_model.safetensors; tether loads safetensors only"):
         load_adapter(copy.deepcopy(tiny_gemma), folder)
+
+
+@pytest.mark.parametrize("cpuinfo, want", [
+    ("flags : fpu sse avx2 fma", torch.float32),  # this machine's kind: bf16 is emulated, slower than float32
+    ("flags : fpu avx2 avx512f avx512_bf16", torch.bfloat16),
+    ("flags : fpu avx2 amx_bf16 amx_tile", torch.bfloat16),
+])
+def test_dtype_auto_takes_bf16_only_where_the_cpu_has_bf16_units(cpuinfo, want, monkeypatch, tmp_path):
+    from tether.infra import models
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(cpuinfo + "\n")
+    real_path = models.Path
+    monkeypatch.setattr(models, "Path", lambda p: fake if str(p) == "/proc/cpuinfo" else real_path(p))
+    assert models.resolve_dtype("auto", torch.device("cpu")) is want
+    assert models.resolve_dtype("float32", torch.device("cpu")) is torch.float32  # asked for: never changed
+    assert models.resolve_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_dtype_auto_is_said_when_a_model_loads(tiny_model_dir, capsys):
+    from tether.infra import progress
+    from tether.infra.models import load_causal_lm
+
+    progress.set_enabled(True)
+    model, _ = load_causal_lm(str(tiny_model_dir), device="cpu", dtype="auto")
+    err = capsys.readouterr().err
+    assert "dtype auto -> " in err and str(model.dtype).removeprefix("torch.") in err

@@ -86,7 +86,9 @@ class SampleConfig(BaseModel):
     device: str = Field(
         "auto", pattern=DEVICE_PATTERN, description="where the policy and judges run: auto (CUDA when present), cpu, cuda or cuda:N"
     )
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="the policy's and judges' precision")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the policy's and judges' precision: auto is bfloat16 where the hardware has bf16 units, "
+        "float32 elsewhere")
     trust_remote_code: bool = Field(False, description="let the policy and judges run Python code of their own from "
                                     "the hub (`--trust-remote-code`; off: safer)")
 
@@ -117,7 +119,7 @@ class SftConfig(BaseModel):
     device: str | None = Field(
         None, pattern=DEVICE_PATTERN, description="where the policy and judge run: auto, cpu, cuda or cuda:N (default: the corpus's)"
     )
-    dtype: Literal["float32", "bfloat16"] | None = Field(
+    dtype: Literal["auto", "float32", "bfloat16"] | None = Field(
         None, description="the judge's precision (default: the corpus's); the policy trains in float32"
     )
     trust_remote_code: bool = Field(False, description="let the policy and the judge run Python code of their own "

@@ -79,7 +79,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
     policy, tokenizer, lora = trainable_policy(config.policy_model or sampled.policy_model, sampled.adapter, config)
     policy.to(device)  # the trainer keeps it there: use_cpu follows the device
     judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=config.dtype or
-                                                  sampled.dtype, trust_remote_code=config.trust_remote_code)
+                                                  sampled.dtype, trust_remote_code=config.trust_remote_code, fast_head=True)
     judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
     evaluate = HeldOut(judge, heldout, sampled, config)
     before = evaluate(policy, tokenizer, "before")
@@ -163,7 +163,7 @@ def trainable_policy(policy_model: str, adapter: Path | None, config: SftConfig)
                                             target_modules=config.lora_target_modules, task_type="CAUSAL_LM")
     if not (Path(adapter) / "adapter_config.json").exists():
         raise TetherError(f"{adapter}: no LoRA adapter here (no adapter_config.json); the corpus was sampled with it")
-    model, tokenizer = load_causal_lm(policy_model, device="cpu", trust_remote_code=trust)
+    model, tokenizer = load_causal_lm(policy_model, device="cpu", trust_remote_code=trust, fast_head=True)
     return load_adapter(model, adapter, trainable=True), tokenizer, None
 
 

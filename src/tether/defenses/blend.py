@@ -111,7 +111,7 @@ class Blend:
         self.tuned, self.base_name, self.alpha = tuned, base, 1.0
         if tuned.kind == "lora":
             check_lora(tuned.folder)  # before the base model loads
-        base_model, self.tokenizer = load_causal_lm(base, device=device, trust_remote_code=trust_remote_code)
+        base_model, self.tokenizer = load_causal_lm(base, device=device, trust_remote_code=trust_remote_code, fast_head=True)
         if tuned.kind == "lora":
             from peft.tuners.lora import LoraLayer
 

@@ -96,7 +96,7 @@ def independent(gen: Generator, prompt: str | list[dict], n: int, max_tokens: in
 
 def load_policy(policy_model: str, adapter: Path | None = None, *, device: str = "auto", dtype: str = "float32",
                 trust_remote_code: bool = False):
-    model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_causal_lm(policy_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code, fast_head=True)
     if adapter is not None:
         model = load_adapter(model, adapter).merge_and_unload()
     return model.eval(), tokenizer

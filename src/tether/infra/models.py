@@ -45,7 +45,7 @@ EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"  # what a config's `device` field accepts
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def resolve_device(name: str = "auto"):
@@ -73,32 +73,56 @@ def resolve_device(name: str = "auto"):
     return torch.device("cuda", index)
 
 
-def resolve_dtype(name: str = "float32"):
-    """`float32 | bfloat16` -> a torch.dtype; float32 is the default (bf16 on a CPU is slower and less exact)."""
+def resolve_dtype(name: str = "float32", device=None):
+    """`auto | float32 | bfloat16` -> a torch.dtype. `auto`: bfloat16 where the hardware has bf16 units (a CUDA
+    GPU that supports it; a CPU with AMX or AVX512-BF16), float32 elsewhere (bf16 emulated on an AVX2 CPU is
+    slower than float32 and less exact). `device`: the resolved torch.device the model goes to."""
     import torch
 
     if name not in DTYPES:
         raise TetherError(f"dtype {name!r}: write {' or '.join(DTYPES)}")
+    if name == "auto":
+        on_gpu = device is not None and device.type == "cuda"
+        fast = torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16()
+        return torch.bfloat16 if fast else torch.float32
     return getattr(torch, name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+
+
 def load_causal_lm(name: str = EMBEDDED_LM, *, trust_remote_code: bool = False, device: str = "auto",
-                   dtype: str = "float32"):
-    """Return `(model, tokenizer)` for a hub id, a local folder or an `embedded:` name, on `device` in `dtype`."""
+                   dtype: str = "float32", fast_head: bool = False):
+    """Return `(model, tokenizer)` for a hub id, a local folder or an `embedded:` name, on `device` in `dtype`.
+
+    The model is transformers' own, unpatched, unless `fast_head` (tether's commands ask for it on the
+    models they own): then `fast_cpu_head` computes its vocabulary head faster on a CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
     _quiet_transformers()
     source = str(embedded_gemma_dir()) if name == EMBEDDED_LM else name
     if name.startswith("embedded:") and name != EMBEDDED_LM:
         raise TetherError(f"unknown embedded model '{name}'; the embedded causal LM is '{EMBEDDED_LM}'")
     kwargs = dict(trust_remote_code=trust_remote_code)
+    if dtype == "auto":
+        chosen = str(torch_dtype).removeprefix("torch.")
+        why = "the hardware has bf16 units" if chosen == "bfloat16" else "no bf16 units here"
+        progress.note(f"{name}: dtype auto -> {chosen} on {target.type} ({why})")
     with progress.status(f"Loading {name}"):
         tokenizer = _offline_first(AutoTokenizer.from_pretrained, source, name, kwargs)
         model = _offline_first(AutoModelForCausalLM.from_pretrained, source, name,
                                dict(kwargs, dtype=torch_dtype, use_safetensors=True))
         place(model, target, name)
-    fast_cpu_head(model)
+    if fast_head:
+        fast_cpu_head(model)
     return model, tokenizer
 
 

@@ -158,7 +158,7 @@ class Evaluator:
         if debias is not None:  # a global switch beats the per-principle settings
             self.constitution.principles = [p.model_copy(update={"debias": None}) for p in constitution.principles]
         if isinstance(model, str):
-            model, tokenizer = load_causal_lm(model, trust_remote_code=trust_remote_code, device=device, dtype=dtype)
+            model, tokenizer = load_causal_lm(model, trust_remote_code=trust_remote_code, device=device, dtype=dtype, fast_head=True)
         elif tokenizer is None:
             raise TypeError("pass `tokenizer=` with a loaded model")
         if long_text not in ("truncate_left", "truncate_right", "error"):

@@ -79,7 +79,7 @@ def _embedder(device: str):
 def _causal_lm(name: str, device: str, trust_remote_code: bool = False):
     from tether.infra.models import load_causal_lm
 
-    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code)
+    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code, fast_head=True)
 
 
 def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16,

@@ -150,7 +150,7 @@ def load_gold(spec: GoldSpec, checked=None, shared: tuple | None = None, include
 
     if shared is None or spec.model not in (None, spec.judge_model):
         shared = load_causal_lm(spec.model or spec.judge_model, device=spec.device, dtype=spec.dtype,
-                                trust_remote_code=spec.trust_remote_code)
+                                trust_remote_code=spec.trust_remote_code, fast_head=True)
     model, tokenizer = shared
     evaluator = Evaluator(model, checked, tokenizer=tokenizer, debias=spec.debias, batch_size=spec.batch_size)
     return ConstitutionGold(evaluator, include_prompt)

@@ -42,7 +42,7 @@ class Judges:
     def __init__(self, config, constitution):
         checked = check_gold(config.gold_constitution, config.device)  # a bad gold is refused before any model loads
         model, tokenizer = load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype,
-                                          trust_remote_code=config.trust_remote_code)
+                                          trust_remote_code=config.trust_remote_code, fast_head=True)
         self.judge = Evaluator(model, constitution, tokenizer=tokenizer, batch_size=config.judge_batch_size)
         self.gold = load_gold(GoldSpec.of(config), checked, shared=(model, tokenizer))
 

@@ -181,7 +181,9 @@ class TuneConfig(BaseModel):
         "auto", pattern=DEVICE_PATTERN,
         description="where the policy, judges and embedder run: auto (CUDA when present), cpu, cuda or cuda:N",
     )
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="the judges' precision; bfloat16 halves their memory on a GPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the judges' precision: auto is bfloat16 where the hardware has bf16 units (a GPU; a CPU "
+        "with AMX or AVX512-BF16), float32 elsewhere")
     trust_remote_code: bool = Field(False, description="let the policy, judges, golds and embedder run Python code of "
                                     "their own from the hub (`--trust-remote-code`; off: safer)")
     report_to: ReportTo = Field(

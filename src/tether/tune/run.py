@@ -152,10 +152,10 @@ class Parts:
 
 def load_parts(config: TuneConfig, inputs: Inputs, run: RunDir) -> Parts:
     trust = config.trust_remote_code
-    policy, tokenizer = load_causal_lm(config.policy_model, device=config.device, trust_remote_code=trust)  # float32
+    policy, tokenizer = load_causal_lm(config.policy_model, device=config.device, trust_remote_code=trust, fast_head=True)  # float32
     loaded = {} if is_remote(config.judge_model) else {  # a served judge has no local weights to share
         config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype,
-                                           trust_remote_code=trust)}
+                                           trust_remote_code=trust, fast_head=True)}
     judge, *more = _judges(config, inputs.constitutions, loaded)
     shared = loaded.get(config.judge_model)
     reads_prompt = config.judge_reads == "conversation"
@@ -294,7 +294,7 @@ def _judges(config: TuneConfig, constitutions: list, loaded: dict) -> list[Evalu
     for name, constitution in zip(models, constitutions):
         if not is_remote(name) and name not in loaded:
             loaded[name] = load_causal_lm(name, device=config.device, dtype=config.dtype,
-                                          trust_remote_code=config.trust_remote_code)
+                                          trust_remote_code=config.trust_remote_code, fast_head=True)
         out.append(make_evaluator(name, constitution, batch_size=config.judge_batch_size, shared=loaded.get(name),
                                   top_k=config.judge_top_k))
     return out

@@ -100,7 +100,7 @@ def _judge_model(name: str, device: str, trust_remote_code: bool = False):
     from tether.infra.models import load_causal_lm
 
     # loaded once for every constitution on the same model
-    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code)
+    return load_causal_lm(name, device=device, trust_remote_code=trust_remote_code, fast_head=True)
 
 
 def _constitution_scores(rubric, model: str | None, device: str, rows: list[dict],
