@@ -25,7 +25,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ def main() -> None:
 
 ## Evaluator throughput
 
-Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/evaluator_throughput.py --texts {args.texts} --batch-size {args.batch_size}`.
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python benchmarks/evaluator_throughput.py --texts {args.texts} --batch-size {args.batch_size}`.
 Machine: {len(os.sched_getaffinity(0))} CPU cores (`nproc`), {cpu}; torch {torch.__version__} ({torch.get_num_threads()} threads),
 transformers {transformers.__version__}, Python {platform.python_version()}.
 
@@ -220,7 +220,7 @@ def compare_dtypes(args) -> None:
     flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     section = f"""## CPU judge precision
 
-Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/evaluator_throughput.py --dtypes {args.dtypes}
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python benchmarks/evaluator_throughput.py --dtypes {args.dtypes}
 --texts {args.texts} --rounds {args.rounds} --naive-texts {args.naive_texts}` ({torch.get_num_threads()} torch threads; load
 average {load:.1f} on {len(os.sched_getaffinity(0))} cores, shared with other jobs: compare the ratios, not the absolute rates).
 Each round times every judge once, in turn, after a warm-up batch; the median of {args.rounds} rounds is shown.

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from tether.labels.agreement import agreement_report, auc, auc_ci, read_labels
-from tether.watch.signals import parse_judge
 from tether.labels.gold import cross_validate, features
+from tether.watch.signals import parse_judge
 
 QUESTIONS = ("on_task", "cheerful", "good")
 FEATURES = ("minilm", "hidden:embedded:gemma-3-270m")

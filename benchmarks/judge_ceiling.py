@@ -27,13 +27,13 @@ import os
 import re
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
+from evaluator_throughput import CONSTITUTION, build_texts, matmul_peak
 from scipy.stats import spearmanr
 
-from evaluator_throughput import CONSTITUTION, build_texts, matmul_peak
 from tether.infra import progress
 from tether.infra.atomic import write_text
 from tether.infra.models import load_causal_lm
@@ -136,7 +136,7 @@ def main() -> None:
     best_fp = max((n for n in judges if n.startswith("float32")), key=summary.get)
     section = f"""{SECTION}
 
-Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/judge_ceiling.py --texts {args.texts} --rounds {args.rounds}`
+Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python benchmarks/judge_ceiling.py --texts {args.texts} --rounds {args.rounds}`
 ({torch.get_num_threads()} torch threads; load average {load:.1f} on {len(os.sched_getaffinity(0))} cores: compare the ratios in
 a row, not absolute rates across runs). The embedded Gemma 3 270M judging `{CONSTITUTION}`; {args.texts} texts of
 {row:.1f} tokens each with the question tail, so {flops_per_text / 1e9:.2f} GFLOP a text (2 × {params / 1e6:.1f}M decoder

@@ -17,7 +17,7 @@ import argparse
 import json
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +86,7 @@ def main() -> None:
 
     command = " ".join(["benchmarks/tune_step_phases.py", f"--config {args.config}",
                         *(f"--set {o}" for o in args.overrides), f"--steps {args.steps}"])
-    lines = [f"### Tune step phases ({datetime.now(timezone.utc):%Y-%m-%d}, `{command}`)",
+    lines = [f"### Tune step phases ({datetime.now(UTC):%Y-%m-%d}, `{command}`)",
              "", f"Embedded Gemma 3 270M policy + LoRA r16, GRPO, 8 completions x 32 tokens, CPU, {torch.get_num_threads()} threads;",
              f"mean over steps 2-{args.steps}.", "",
              "| phase | seconds / step | share of step |", "| --- | ---: | ---: |"]

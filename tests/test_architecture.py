@@ -18,7 +18,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "tether"
 
 # floor of each top-level part of the package; equal floors may not import each other
 FLOORS = {
-    "errors": 0, "_moved": 0,
+    "errors": 0,
+    "_moved": 0,
     "infra": 1,
     "judge": 2,
     "labels": 3,
@@ -28,9 +29,13 @@ FLOORS = {
     "tune": 7,
     "corpus": 8,
     "steer": 9,
-    "experiment": 10, "serve": 10, "verl": 10,
-    "display": 11, "config_reference": 11,
-    "cli": 12, "__init__": 13,
+    "experiment": 10,
+    "serve": 10,
+    "verl": 10,
+    "display": 11,
+    "config_reference": 11,
+    "cli": 12,
+    "__init__": 13,
 }
 ALLOWED_UPWARD: set[tuple[str, str]] = set()  # (importer module, imported module): none today
 
@@ -84,8 +89,9 @@ def module_path(module: str) -> Path | None:
 
 
 def graph() -> dict[str, list[tuple[str, int]]]:
-    return {module_name(p): [(m, line) for m, line in imports_of(p) if module_path(m)]
-            for p in sorted(SRC.rglob("*.py"))}
+    return {
+        module_name(p): [(m, line) for m, line in imports_of(p) if module_path(m)] for p in sorted(SRC.rglob("*.py"))
+    }
 
 
 def test_every_part_has_a_floor():
@@ -165,8 +171,13 @@ def test_a_paid_debt_leaves_the_list(debt):
     rel, _, name = debt.partition(":")
     source = (SRC / rel).read_text(encoding="utf-8")
     if not name:
-        assert len(source.splitlines()) > MODULE_LINES, f"{rel} is within {MODULE_LINES} lines now: drop it from LONG_MODULES"
+        assert len(source.splitlines()) > MODULE_LINES, (
+            f"{rel} is within {MODULE_LINES} lines now: drop it from LONG_MODULES"
+        )
         return
-    lengths = [n.end_lineno - n.lineno + 1 for n in ast.walk(ast.parse(source))
-               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name]
+    lengths = [
+        n.end_lineno - n.lineno + 1
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name
+    ]
     assert lengths and max(lengths) > FUNCTION_LINES, f"{debt} is within {FUNCTION_LINES} lines now: drop it"

@@ -58,8 +58,11 @@ class MovedFinder(importlib.abc.MetaPathFinder):
         new = MOVED.get(fullname)
         if new is None:
             return None
-        warnings.warn(f"{fullname} moved to {new}; the old path goes in tether {REMOVED_IN} (see CHANGELOG.md)",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{fullname} moved to {new}; the old path goes in tether {REMOVED_IN} (see CHANGELOG.md)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.util.spec_from_loader(fullname, _Alias(new))
 
 

@@ -10,7 +10,7 @@ Each command checks its input before it imports torch or loads a model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -44,7 +44,7 @@ BatchOpt = Annotated[int, typer.Option(min=1, help="texts per forward pass")]
 LongTextOpt = Annotated[
     str, typer.Option(callback=lambda v: _one_of(v, LONG_TEXT), help="a text longer than the judge's context: truncate_left (keep its end), truncate_right, or error")
 ]
-MaxTokensOpt = Annotated[Optional[int], typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
+MaxTokensOpt = Annotated[int | None, typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
 DeviceOpt = Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")]
 DtypeOpt = Annotated[str, typer.Option(help="the judge's precision: float32 or bfloat16")]
 
@@ -56,8 +56,8 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write per-text scores: .jsonl or .csv; never over "
                                       "tether's own files in a run or corpus directory (config, logs, checkpoints)")] = Path("scores.jsonl"),
     model: ModelOpt = EMBEDDED_LM,
-    debias: Annotated[Optional[bool], typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
-    combine: Annotated[Optional[str], typer.Option(help="combine principles: mean or softmin (default: as the constitution says)")] = None,
+    debias: Annotated[bool | None, typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
+    combine: Annotated[str | None, typer.Option(help="combine principles: mean or softmin (default: as the constitution says)")] = None,
     batch_size: BatchOpt = 8,
     long_text: LongTextOpt = "truncate_left",
     max_text_tokens: MaxTokensOpt = None,
@@ -98,12 +98,12 @@ def score(
 @app.command()
 def audit(
     constitution: ConstitutionArg,
-    texts: Annotated[Optional[str], typer.Argument(help="texts to perturb (default: the constitution's few-shot examples, or with --run the run's base samples)")] = None,
+    texts: Annotated[str | None, typer.Argument(help="texts to perturb (default: the constitution's few-shot examples, or with --run the run's base samples)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="where to write the machine-readable report (JSON)")] = Path("audit.json"),
-    run: Annotated[Optional[Path], typer.Option(help="a run directory: also price its habits, its late samples against its base samples (samples.jsonl, base_samples.jsonl)")] = None,
-    late: Annotated[Optional[int], typer.Option(min=1, help="--run: the last N steps count as late (default: the last third)")] = None,
+    run: Annotated[Path | None, typer.Option(help="a run directory: also price its habits, its late samples against its base samples (samples.jsonl, base_samples.jsonl)")] = None,
+    late: Annotated[int | None, typer.Option(min=1, help="--run: the last N steps count as late (default: the last third)")] = None,
     top: Annotated[int, typer.Option(min=1, help="--run: how many of the run's habits to price")] = 8,
-    constant: Annotated[Optional[str], typer.Option(help="the constant answer, one text for every input (default: a generic pleasantry)")] = None,
+    constant: Annotated[str | None, typer.Option(help="the constant answer, one text for every input (default: a generic pleasantry)")] = None,
     model: ModelOpt = EMBEDDED_LM,
     threshold: Annotated[float, typer.Option(help="a mean score gain (log-odds) at or above this is exploitable")] = 0.2,
     min_share: Annotated[float, typer.Option(min=0, max=1, help="...and only if the score rose for at least this share of texts")] = 0.6,
@@ -149,9 +149,9 @@ def audit(
 
 @app.command()
 def tune(
-    config: Annotated[Optional[Path], typer.Argument(help="tune config YAML (see examples/tune_cheerful.yaml)")] = None,
+    config: Annotated[Path | None, typer.Argument(help="tune config YAML (see examples/tune_cheerful.yaml)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set steps=5 (repeatable)")] = [],
-    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
     force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
@@ -167,8 +167,8 @@ def tune(
         RunDir(resume).config()  # a missing or malformed stored config: one line, before the slow imports
     else:
         check_config_file(config, set_)
-    from tether.infra.config import load_config
     from tether.display import tune_line
+    from tether.infra.config import load_config
     from tether.tune.config import TuneConfig, resume_config
 
     settings = (resume_config(resume, trust_remote_code) if resume else  # validated before torch loads
@@ -182,7 +182,7 @@ def tune(
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
-    steps: Annotated[Optional[str], typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
+    steps: Annotated[str | None, typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
     labels: Annotated[list[Path], typer.Option("--labels", help="a labels file (JSONL) from `tether label` on this run's samples (repeatable; RUN_DIR/labels.jsonl is always read)")] = [],
 ):
     """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time, agreement with your labels."""
@@ -198,14 +198,15 @@ def report(
 @app.command()
 def detect(
     run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
-    config: Annotated[Optional[Path], typer.Option(help="a tune config YAML whose detectors to replay (default: the run's own config.yaml)")] = None,
+    config: Annotated[Path | None, typer.Option(help="a tune config YAML whose detectors to replay (default: the run's own config.yaml)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set detectors.shift_alpha=0.05 (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help='print only {"trips": {"<detector>": <first step>, ...}}')] = False,
     trust_remote_code: RemoteOpt = False,
 ):
     """Replay the hack detectors over a run's logs, without its models, and print each detector's first trip."""
     from tether.tune.config import run_settings
-    from tether.watch.replay import detect as replay, printed
+    from tether.watch.replay import detect as replay
+    from tether.watch.replay import printed
 
     settings = run_settings(run_dir, config, set_, trust_remote_code)  # this flag's trust, never the run's
     typer.echo(printed(*replay(run_dir, settings), as_json=as_json))
@@ -215,12 +216,12 @@ def detect(
 def label(
     sources: Annotated[list[str], typer.Argument(help="what to label: a run, blend sweep or corpus folder, or a JSONL of prompt + completion; PATH@step=21-30 (or @arm=base, @alpha=0.5) keeps a part")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the labels file (JSONL): each answer is appended as given; the same command resumes from it")],
-    spec: Annotated[Optional[Path], typer.Option(help="label spec YAML: the questions asked (see examples/labels_cheerful.yaml); optional in compare mode")] = None,
+    spec: Annotated[Path | None, typer.Option(help="label spec YAML: the questions asked (see examples/labels_cheerful.yaml); optional in compare mode")] = None,
     mode: Annotated[str, typer.Option(callback=lambda v: _one_of(v, ("label", "compare")), help="label: one sample at a time, yes/no/skip per question; compare: the first two sources' completions of one prompt, pick left/right/tie")] = "label",
-    who: Annotated[Optional[str], typer.Option(help="who is labeling: written with each answer, seeds their order (default: the OS user name)")] = None,
+    who: Annotated[str | None, typer.Option(help="who is labeling: written with each answer, seeds their order (default: the OS user name)")] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="port on 127.0.0.1 (0: any free port)")] = 8766,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="at most N samples (compare: N pairs), the same N for every person")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="at most N samples (compare: N pairs), the same N for every person")] = None,
     seed: Annotated[int, typer.Option(help="seeds the subset, each person's order and the compare sides")] = 0,
 ):
     """Serve a page on 127.0.0.1 where a person labels samples blind to their source; answers are saved as given."""

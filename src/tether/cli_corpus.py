@@ -11,7 +11,7 @@ the work), and every input is checked before a model loads.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -55,10 +55,10 @@ def audit_corpus(
 
 
 def sft(
-    corpus_dir: Annotated[Optional[Path], typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="sft config YAML (every field has a default)")] = None,
+    corpus_dir: Annotated[Path | None, typer.Argument(help="an audited corpus directory (its corpus.jsonl is the training set)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="sft config YAML (every field has a default)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config field: --set epochs=1 (repeatable)")] = [],
-    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this directory from its last checkpoint")] = None,
     force: Annotated[bool, typer.Option(help="overwrite a run directory that already holds a run")] = False,
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,

@@ -12,7 +12,7 @@ does the work). Every input is checked before a model loads; a run's stored conf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -25,15 +25,15 @@ from tether.infra import atomic, progress
 
 def blend(
     tuned: Annotated[Path, typer.Option(help="a run directory (its final/), a checkpoint or LoRA adapter folder, or a full model folder")],
-    base: Annotated[Optional[str], typer.Option(help="the base model (default: the run's policy_model)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
-    sweep: Annotated[Optional[str], typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,
-    prompts: Annotated[Optional[Path], typer.Option(help="held-out prompts for the sweep (default: the run's, not held out)")] = None,
+    base: Annotated[str | None, typer.Option(help="the base model (default: the run's policy_model)")] = None,
+    alpha: Annotated[float | None, typer.Option(help="write one model: base + ALPHA * (tuned - base), ALPHA in [0, 1]")] = None,
+    sweep: Annotated[str | None, typer.Option(help="instead, measure several: e.g. 0,0.25,0.5,0.75,1")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the model folder (--alpha), or the sweep's folder (default: RUN_DIR/blend)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="tune config YAML for the judges and sampling (default: the run's)")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="held-out prompts for the sweep (default: the run's, not held out)")] = None,
     completions: Annotated[int, typer.Option(min=1, help="sweep: completions per prompt at each A")] = 4,
     gold_tolerance: Annotated[float, typer.Option(min=0, help="sweep: recommend the most-tuned A within this of the best gold score")] = 0.05,
-    max_kl: Annotated[Optional[float], typer.Option(min=0, help="sweep: recommend only among the A whose token KL to the base is at most this")] = None,
+    max_kl: Annotated[float | None, typer.Option(min=0, help="sweep: recommend only among the A whose token KL to the base is at most this")] = None,
     save_merged: Annotated[bool, typer.Option(help="sweep: also write each A's merged model to OUT/merged-A<A>")] = False,
     force: Annotated[bool, typer.Option(help="--alpha: replace an existing --out folder")] = False,
     trust_remote_code: RemoteOpt = False,
@@ -69,7 +69,7 @@ def blend(
 def values(
     run_dir: Annotated[Path, typer.Argument(help="a run directory tuned with the utility function (utility.weight > 0)")],
     nearest: Annotated[int, typer.Option(min=1, help="nearest completion parts shown per value")] = 3,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write every value and its nearest texts as JSON")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write every value and its nearest texts as JSON")] = None,
     trust_remote_code: RemoteOpt = False,
 ):
     """List the utility function's values, terminal and instrumental, each with the run's nearest texts."""

@@ -11,7 +11,7 @@ Like cli.py, it only parses and calls (tether/experiment/ does the work).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ from tether.cli_options import RemoteOpt, remote_set
 def experiment(
     config: Annotated[Path, typer.Argument(help="experiment YAML (see examples/experiment_cheerful.yaml)")],
     set_: Annotated[list[str], typer.Option("--set", help="override a field: --set seeds=[0,1] (repeatable)")] = [],
-    jobs: Annotated[Optional[int], typer.Option(min=1, help="runs side by side (default: the config's jobs)")] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help="runs side by side (default: the config's jobs)")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="only rewrite results, summary and plots from what exists")] = False,
     pairs: Annotated[bool, typer.Option("--pairs", help="write blind pairs (each arm against the base) for `tether label --mode compare`")] = False,
     trust_remote_code: RemoteOpt = False,
@@ -29,10 +29,9 @@ def experiment(
     """Run every arm x seed (resumable; finished runs skipped, failures recorded), evaluate each, and summarise."""
     from tether.experiment.config import load_experiment
     from tether.experiment.evaluate import check_golds
+    from tether.experiment.leaks import check_no_leak, experiment_golds
     from tether.experiment.summary import export_pairs, summarize
     from tether.infra import progress
-
-    from tether.experiment.leaks import check_no_leak, experiment_golds
 
     set_ = [*set_, *remote_set(trust_remote_code)]  # every run's tune config, and each worker, get it
     settings = load_experiment(config, set_)

@@ -11,7 +11,7 @@ Registered on the `tether` app by `cli.py` (kept apart so that each file stays s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -27,8 +27,8 @@ gold_app = typer.Typer(help="A gold judge fitted to a person's labels: fit it, s
 def agreement(
     labels: Annotated[Path, typer.Argument(help="a labels file (JSONL) written by the labeling page")],
     judge: Annotated[list[str], typer.Option("--judge", "-j", help="constitution:PATH[@MODEL], gold:DIR, monitor:NAME, field:NAME, similarity:prompt (MiniLM cosine to the prompt) or similarity:base=RUN/base_samples.jsonl (minus the drift) (repeatable)")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the report as JSON")] = None,
-    who: Annotated[Optional[str], typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the report as JSON")] = None,
+    who: Annotated[str | None, typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples for the 95% CIs")] = 2000,
     seed: Annotated[int, typer.Option(help="the bootstrap's seed")] = 0,
     device: DeviceOpt = "auto",
@@ -68,7 +68,7 @@ def gold_fit(
     features: Annotated[str, typer.Option(help="minilm (MiniLM embeddings) or hidden:MODEL (a causal LM's mean-pooled last hidden state)")] = "minilm",
     folds: Annotated[int, typer.Option(min=2, help="cross-validation folds, stratified and grouped by prompt")] = 5,
     seed: Annotated[int, typer.Option(help="the folds' and the bootstrap's seed")] = 0,
-    who: Annotated[Optional[str], typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
+    who: Annotated[str | None, typer.Option(help="only this person's answers (default: everyone's, by majority)")] = None,
     force: Annotated[bool, typer.Option(help="replace a gold judge already in --out")] = False,
     device: DeviceOpt = "auto",
     trust_remote_code: RemoteOpt = False,

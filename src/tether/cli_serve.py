@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,13 +26,13 @@ def serve(
     model: Annotated[str, typer.Option("--model", "-m", help="judge: a hub id, a local folder, or the embedded default")] = EMBEDDED_LM,
     host: Annotated[str, typer.Option(help="address to bind; anything but loopback needs --token")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="port (OpenRLHF's serve_rm uses 5000 too)")] = 5000,
-    token: Annotated[Optional[str], typer.Option(help="bearer token clients must send (default: $TETHER_SERVE_TOKEN); required off loopback")] = None,
-    window: Annotated[Optional[int], typer.Option(min=1, help="judged samples per logged step (default 64, or the folder's own when continuing)")] = None,
+    token: Annotated[str | None, typer.Option(help="bearer token clients must send (default: $TETHER_SERVE_TOKEN); required off loopback")] = None,
+    window: Annotated[int | None, typer.Option(min=1, help="judged samples per logged step (default 64, or the folder's own when continuing)")] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="most texts gathered into one judge call")] = 64,
     max_wait_ms: Annotated[float, typer.Option(min=0, help="most a request waits for others to share its judge call")] = 10.0,
     batch_size: Annotated[int, typer.Option(min=1, help="texts per forward pass inside a judge call")] = 16,
     completion_only: Annotated[bool, typer.Option(help="judge the response alone, not prompt + response")] = False,
-    debias: Annotated[Optional[bool], typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
+    debias: Annotated[bool | None, typer.Option("--debias/--no-debias", help="force paired-negation scoring on or off for all principles")] = None,
     strip: Annotated[list[str], typer.Option(help="a string cut from both ends of every response, e.g. the policy's '<pad>' or '<|endoftext|>' (repeatable)")] = [],  # noqa: B006
     reject_special_tokens: Annotated[bool, typer.Option(help="answer 400 to texts holding the judge's control-token strings (default: judge them as plain text)")] = False,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="largest request body, in MiB")] = 4.0,

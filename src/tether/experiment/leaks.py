@@ -24,8 +24,11 @@ def gold_prompt_hashes(folder: Path) -> set[str] | None:
     labels = meta.get("labels", {})
     if "prompt_sha256" in labels:
         return set(labels["prompt_sha256"])
-    for candidate in (Path(labels.get("path", "")), folder / Path(labels.get("path", "")).name,
-                      folder.parent / Path(labels.get("path", "")).name):
+    for candidate in (
+        Path(labels.get("path", "")),
+        folder / Path(labels.get("path", "")).name,
+        folder.parent / Path(labels.get("path", "")).name,
+    ):
         if candidate.is_file() and hashlib.sha256(candidate.read_bytes()).hexdigest() == labels.get("sha256"):
             return {prompt_hash(r.get("source", r).get("prompt") or "") for r in jsonl.read(candidate)}
     return None
@@ -45,13 +48,17 @@ def check_no_leak(eval_prompts: Path, golds: dict[str, Path]) -> list[str]:
             unchecked.append(f"{where} ({folder})")
             continue
         if leaked := sorted(h for h in wanted if h in seen):
-            raise TetherError(f"{eval_prompts}: {len(leaked)} evaluation prompt(s) are among the prompts {where} "
-                              f"({folder}) was fitted on, e.g. {wanted[leaked[0]][:60]!r}: that is a leak; "
-                              f"evaluate on prompts no reward or gold has seen")
+            raise TetherError(
+                f"{eval_prompts}: {len(leaked)} evaluation prompt(s) are among the prompts {where} "
+                f"({folder}) was fitted on, e.g. {wanted[leaked[0]][:60]!r}: that is a leak; "
+                f"evaluate on prompts no reward or gold has seen"
+            )
     if unchecked:
         folders = sorted({str(golds[w.split(" (")[0]]) for w in unchecked})
-        progress.note(f"leak check: cannot tell which prompts {len(folders)} gold(s) were fitted on (fitted before "
-                      f"gold.json recorded them, and the labels file is gone): {', '.join(folders)}")
+        progress.note(
+            f"leak check: cannot tell which prompts {len(folders)} gold(s) were fitted on (fitted before "
+            f"gold.json recorded them, and the labels file is gone): {', '.join(folders)}"
+        )
     return unchecked
 
 

@@ -36,6 +36,7 @@ import torch
 from tether.errors import TetherError
 from tether.infra import progress
 from tether.infra.models import load_causal_lm
+from tether.infra.tokens import SafeTokenizer, word_variant_ids
 from tether.judge.combine import COMBINERS
 from tether.judge.constitution import (
     Constitution,
@@ -43,7 +44,6 @@ from tether.judge.constitution import (
     read_chat_template,
 )
 from tether.judge.prompts import build_probes, text_lead
-from tether.infra.tokens import SafeTokenizer, word_variant_ids
 
 LongText = Literal["truncate_left", "truncate_right", "error"]
 DEFAULT_MAX_TEXT_TOKENS = 2048  # far above a completion; 32k-token texts cost minutes each on a CPU

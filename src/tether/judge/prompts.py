@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.infra.tokens import SafeTokenizer
 from tether.judge.chat import chat_prompt, judge_template
 from tether.judge.constitution import Constitution, Principle
-from tether.infra.tokens import SafeTokenizer
 
 FLIP = {"yes": "no", "no": "yes"}
 

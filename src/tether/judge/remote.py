@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tether.errors import TetherError
+from tether.infra.tokens import SafeTokenizer, word_variant_ids
 from tether.judge.constitution import (
     Constitution,
     load_constitution,
@@ -40,7 +41,6 @@ from tether.judge.constitution import (
 )
 from tether.judge.evaluator import DEFAULT_MAX_TEXT_TOKENS, Evaluator, LongText
 from tether.judge.prompts import build_probes, text_lead
-from tether.infra.tokens import SafeTokenizer, word_variant_ids
 
 SCHEME = "openai:"
 

@@ -7,8 +7,12 @@ similarity to passages, as a reward term). Each is a callable `fn(prompts=..., c
 that drops into a user's own TRL script; `tune` wires them into `tether tune`.
 """
 
-_HOME = {"ConstitutionReward": "tether.rewards.constitution", "GoldReward": "tether.rewards.gold",
-         "RewardShape": "tether.rewards.shaping", "PassageReward": "tether.rewards.passage"}
+_HOME = {
+    "ConstitutionReward": "tether.rewards.constitution",
+    "GoldReward": "tether.rewards.gold",
+    "RewardShape": "tether.rewards.shaping",
+    "PassageReward": "tether.rewards.passage",
+}
 
 
 def __getattr__(name: str):

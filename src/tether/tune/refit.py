@@ -81,8 +81,8 @@ class RefitCallback(TrainerCallback):
 
     def _pay(self, gold: Path) -> None:
         """Pay this gold folder in place of `path`'s gold (the first; `also` golds stay)."""
-        from tether.labels.gold_judge import FolderGold
         from tether.labels.gold import GoldJudge
+        from tether.labels.gold_judge import FolderGold
 
         self.reward.golds[0] = FolderGold(GoldJudge.load(gold, self.config.device, self.config.trust_remote_code))
 
