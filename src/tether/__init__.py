@@ -22,7 +22,7 @@ A user's own TRL script imports from here alone:
 _HOME = {
     "EmbeddingKL": "tether.defenses.embedding_kl", "EmbeddingKLConfig": "tether.defenses.embedding_kl",
     "InstrumentalUtility": "tether.defenses.utility", "UtilityConfig": "tether.defenses.utility",
-    "ValueStore": "tether.defenses.utility", "ValueStoreCallback": "tether.defenses.utility",
+    "ValueStore": "tether.defenses.utility", "ValueStoreCallback": "tether.defenses.utility_callback",
     "TetherError": "tether.errors",
     "Constitution": "tether.judge.constitution", "Principle": "tether.judge.constitution",
     "load_constitution": "tether.judge.constitution",

@@ -21,8 +21,6 @@ gold judge that cannot see the damage (docs/results.md) would otherwise recommen
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,24 +32,11 @@ from tether.defenses.blend import (
     find_tuned,
     save_blend,
 )
+from tether.defenses.sweep_files import Sweep, _write_sweep, sweep_table  # noqa: F401  (sweep_table: the CLI's)
 from tether.errors import TetherError
-from tether.infra import atomic, progress
+from tether.infra import progress
 from tether.infra.seeds import base_samples_seed, item_seed
 from tether.watch.detectors import DetectorConfig, check
-from tether.watch.metrics import label
-
-
-@dataclass
-class Sweep:
-    rows: list[dict]  # one per alpha: scores, KL, drift, monitors, pareto, recommended
-    rule: str  # the recommendation rule used
-    reason: str  # why the recommended alpha, in one line
-    out: Path
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def recommended(self) -> dict:
-        return next(r for r in self.rows if r["recommended"])
 
 
 @torch.inference_mode()
@@ -122,15 +107,44 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
     `settings`: the tune config whose judges and sampling settings the sweep uses (`tune.config.tuned_settings`).
 
     `seed` replaces the run's seed for sampling (an experiment samples every run alike)."""
-    from tether.infra.generate import Branch, Generator
-    from tether.infra.models import load_embedder
-    from tether.infra.texts import load_base, plain_text, read_prompts
-    from tether.labels.gold_judge import ConstitutionGold, check_gold
-    from tether.labels.judges import Judges, check_models
-    from tether.watch.drift import EmbeddingDrift, sample_base, save_base
-    from tether.watch.metrics import batch_values
+    from tether.infra.generate import Generator
+    from tether.labels.judges import Judges
 
     alphas = [check_alpha(a) for a in alphas]
+    tuned, settings, out, prompt_file, prompt_list = _sweep_inputs(tuned_path, settings, base, out, prompts,
+                                                                   completions, seed)
+    blend = Blend(tuned, base or settings.policy_model, settings.device, settings.trust_remote_code)
+    judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
+    gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
+                    suppress_special_tokens=settings.suppress_special_tokens)
+    drift = _drift_reference(settings, blend, gen, prompt_list, out)
+    rows, samples = [], []
+    for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
+        blend.set_alpha(alpha)
+        row, drawn = _measure(blend, gen, prompt_list, settings, completions, judges, drift)
+        rows.append(row)
+        samples += drawn
+        if save_merged:
+            save_blend(blend, out / f"merged-A{alpha:g}")
+    gold = judges.gold
+    goals = [("train", 1), ("gold", 1), ("kl", -1)] if gold is not None else [("train", 1), ("kl", -1)]
+    pick, rule, reason = recommend(rows, gold_tolerance, settings.detectors, max_kl)
+    for i, (row, on_front) in enumerate(zip(rows, pareto_front(rows, goals))):
+        row["pareto"], row["recommended"] = on_front, i == pick
+    info = _info(tuned, blend, alphas, prompt_file, prompts is not None, completions, settings, gold)
+    info.update({"gold_tolerance": gold_tolerance, "max_kl": max_kl,
+                 "pareto_goals": [f"{k} {'up' if s > 0 else 'down'}" for k, s in goals]})
+    sweep = Sweep(rows, rule, reason, out, info)
+    _write_sweep(sweep, samples)
+    return sweep
+
+
+def _sweep_inputs(tuned_path, settings, base, out, prompts, completions: int, seed):
+    """Everything checked before any model loads: (tuned, settings, out folder, prompt file, prompts)."""
+    from tether.infra.texts import plain_text, read_prompts
+    from tether.labels.gold_judge import check_gold
+    from tether.labels.judges import check_models
+
     if completions < 1:
         raise TetherError(f"--completions {completions}: must be at least 1")
     tuned = find_tuned(tuned_path)
@@ -141,144 +155,71 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
         raise TetherError(f"{tuned.folder}: not inside a run directory; pass --out DIR for the sweep's files")
     out = Path(out) if out is not None else tuned.run_dir / "blend"
     prompt_file = Path(prompts) if prompts is not None else settings.prompts
-    prompt_list = list({plain_text(p): p for p in read_prompts(prompt_file)}.values())  # a conversation is a list: keyed rendered
+    prompt_list = list({plain_text(p): p for p in read_prompts(prompt_file)}.values())  # a conversation: keyed rendered
     if prompts is None:
         progress.console.print(f"[yellow]note:[/] scoring on the run's training prompts ({prompt_file}), which are "
                                f"not held out; pass --prompts FILE for held-out ones", highlight=False, soft_wrap=True)
+    return tuned, settings, out, prompt_file, prompt_list
 
-    blend = Blend(tuned, base or settings.policy_model, settings.device, settings.trust_remote_code)
-    judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
-    judge, gold = judges.judge, judges.gold
-    gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
-                    suppress_special_tokens=settings.suppress_special_tokens)
 
-    drift = None
-    if settings.embedder is not None:  # the base's own completions, sampled once with another seed
-        cache = out / "base_samples.jsonl"
-        base_samples = load_base(cache) if cache.exists() else {}
-        if set(base_samples) != {plain_text(p) for p in prompt_list} or any(len(c) != settings.base_samples_per_prompt
-                                                        for c in base_samples.values()):
-            with blend.base() as base_model:
-                base_samples = sample_base(base_model, blend.tokenizer, prompt_list, settings.base_samples_per_prompt,
-                                           settings.max_completion_tokens, settings.temperature, gen.suppress,
-                                           base_samples_seed(settings.seed))
-            save_base(cache, base_samples)
-        drift = EmbeddingDrift(load_embedder(settings.embedder, device=settings.device,
-                                             trust_remote_code=settings.trust_remote_code), base_samples)
+def _drift_reference(settings, blend: Blend, gen, prompt_list: list, out: Path):
+    """The embedding drift against the base's own completions, sampled once with another seed (None: no embedder)."""
+    from tether.infra.models import load_embedder
+    from tether.infra.texts import load_base, plain_text
+    from tether.watch.drift import EmbeddingDrift, sample_base, save_base
 
-    rows, samples = [], []
-    for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
-        blend.set_alpha(alpha)
-        drawn = []
-        for i, prompt in enumerate(prompt_list):
-            torch.manual_seed(item_seed(settings.seed, i))
-            prompt_ids = gen.prompt_ids(prompt)
-            branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
-            drawn += [{"alpha": alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b), "kl": kl}
-                      for b, kl in zip(branches, token_kl(blend, prompt_ids, branches))]
-        texts = [d["prompt"] + d["completion"] for d in drawn]
-        for d, score in zip(drawn, judge.score(texts).total()):
-            d["train"] = float(score)
-        if gold is not None:  # a constitution (on prompt + completion, as the train judge) or a fitted gold folder
-            for d, score in zip(drawn, gold.score([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
-                d["gold"] = float(score)
-        if drift is not None:
-            for d, distance in zip(drawn, drift.distances([d["prompt"] for d in drawn], [d["completion"] for d in drawn])):
-                d["drift"] = float(distance)
-        monitors = batch_values([d["completion"] for d in drawn])
-        trips = check([{"step": 0, **monitors}], settings.detectors)
-        rows.append({"alpha": alpha, **{k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "drift")
-                                        if k in drawn[0]},
-                     **monitors, "trips": ", ".join(t.detector for t in trips)})
-        samples += drawn
-        if save_merged:
-            save_blend(blend, out / f"merged-A{alpha:g}")
+    if settings.embedder is None:
+        return None
+    cache = out / "base_samples.jsonl"
+    base_samples = load_base(cache) if cache.exists() else {}
+    if set(base_samples) != {plain_text(p) for p in prompt_list} or any(len(c) != settings.base_samples_per_prompt
+                                                                          for c in base_samples.values()):
+        with blend.base() as base_model:
+            base_samples = sample_base(base_model, blend.tokenizer, prompt_list, settings.base_samples_per_prompt,
+                                       settings.max_completion_tokens, settings.temperature, gen.suppress,
+                                       base_samples_seed(settings.seed))
+        save_base(cache, base_samples)
+    embedder = load_embedder(settings.embedder, device=settings.device, trust_remote_code=settings.trust_remote_code)
+    return EmbeddingDrift(embedder, base_samples)
 
-    goals = [("train", 1), ("gold", 1), ("kl", -1)] if gold is not None else [("train", 1), ("kl", -1)]
-    pick, rule, reason = recommend(rows, gold_tolerance, settings.detectors, max_kl)
-    for i, (row, on_front) in enumerate(zip(rows, pareto_front(rows, goals))):
-        row["pareto"], row["recommended"] = on_front, i == pick
-    info = {"tuned": str(tuned.folder), "base": blend.base_name, "kind": tuned.kind, "alphas": alphas,
-            "prompts": str(prompt_file), "held_out": prompts is not None, "completions_per_prompt": completions,
+
+def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, judges, drift) -> tuple[dict, list]:
+    """The blend at its current A: `completions` draws a prompt (the same seed before each prompt), judged."""
+    from tether.infra.generate import Branch
+    from tether.infra.texts import plain_text
+    from tether.watch.metrics import batch_values
+
+    drawn = []
+    for i, prompt in enumerate(prompt_list):
+        torch.manual_seed(item_seed(settings.seed, i))
+        prompt_ids = gen.prompt_ids(prompt)
+        branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
+        drawn += [{"alpha": blend.alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b),
+                   "kl": kl} for b, kl in zip(branches, token_kl(blend, prompt_ids, branches))]
+    prompts, texts = [d["prompt"] for d in drawn], [d["completion"] for d in drawn]
+    for d, score in zip(drawn, judges.judge.score([p + c for p, c in zip(prompts, texts)]).total()):
+        d["train"] = float(score)
+    if judges.gold is not None:  # a constitution (on prompt + completion, as the train judge) or a fitted gold folder
+        for d, score in zip(drawn, judges.gold.score(prompts, texts)):
+            d["gold"] = float(score)
+    if drift is not None:
+        for d, distance in zip(drawn, drift.distances(prompts, texts)):
+            d["drift"] = float(distance)
+    monitors = batch_values(texts)
+    trips = check([{"step": 0, **monitors}], settings.detectors)
+    means = {k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "drift") if k in drawn[0]}
+    return {"alpha": blend.alpha, **means, **monitors, "trips": ", ".join(t.detector for t in trips)}, drawn
+
+
+def _info(tuned, blend: Blend, alphas, prompt_file, held_out: bool, completions: int, settings, gold) -> dict:
+    """What the sweep measured, and with what: sweep.json's `settings`."""
+    from tether.labels.gold_judge import ConstitutionGold
+
+    return {"tuned": str(tuned.folder), "base": blend.base_name, "kind": tuned.kind, "alphas": alphas,
+            "prompts": str(prompt_file), "held_out": held_out, "completions_per_prompt": completions,
             "max_completion_tokens": settings.max_completion_tokens, "temperature": settings.temperature,
             "seed": settings.seed, "constitution": str(settings.constitution), "judge_model": settings.judge_model,
             "gold_constitution": str(settings.gold_constitution) if gold is not None else None,
             "gold": gold.name if gold is not None else None,
             "gold_model": (settings.gold_model or settings.judge_model) if isinstance(gold, ConstitutionGold) else None,
-            "gold_debias": settings.gold_debias, "embedder": settings.embedder, "gold_tolerance": gold_tolerance,
-            "max_kl": max_kl,
-            "pareto_goals": [f"{k} {'up' if s > 0 else 'down'}" for k, s in goals]}
-    sweep = Sweep(rows, rule, reason, out, info)
-    _write_sweep(sweep, samples)
-    return sweep
-
-
-# --- the sweep's files ----------------------------------------------------------------------
-
-
-COLUMNS = [  # (row key, table header, format)
-    ("alpha", "A", "{:g}"), ("train", "train", "{:+.3f}"), ("gold", "gold", "{:+.3f}"), ("kl", "KL", "{:.4f}"),
-    ("drift", "drift", "{:.3f}"),
-    *[(key, label(key), "{:g}" if key == "monitor/longest_repeat_run" else "{:.3f}")
-      for key in ("monitor/affirmation_rate", "monitor/repetition", "monitor/longest_repeat_run", "monitor/distinct_1",
-                  "monitor/distinct_2")],
-    ("trips", "trips", "{}"),
-]
-
-
-def sweep_table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows, for the console table and sweep.md."""
-    shown = [c for c in COLUMNS if c[0] in sweep.rows[0]]
-    header = [title for _, title, _ in shown] + ["pareto", "recommended"]
-    rows = [[fmt.format(row[key]) for key, _, fmt in shown]
-            + ["yes" if row["pareto"] else "", "yes" if row["recommended"] else ""] for row in sweep.rows]
-    return header, rows
-
-
-def _write_sweep(sweep: Sweep, samples: list[dict]) -> None:
-    header, rows = sweep_table(sweep)
-    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(row) + " |" for row in rows]
-    atomic.write_text(sweep.out / "sweep.md", "\n".join([
-        f"# Checkpoint blending sweep: {sweep.settings['tuned']}", "",
-        f"Weights: base + A * (tuned - base); base {sweep.settings['base']}. "
-        f"Pareto front on {', '.join(sweep.settings['pareto_goals'])}.", "", *markdown, "",
-        f"Recommended: A={sweep.recommended['alpha']:g}. Rule: {sweep.rule}. {sweep.reason}.", ""]))
-    atomic.write_records(sweep.out / "sweep.csv", sweep.rows)
-    atomic.write_json(sweep.out / "sweep.json", {"settings": sweep.settings, "rule": sweep.rule, "reason": sweep.reason,
-                                                 "recommended_alpha": sweep.recommended["alpha"], "rows": sweep.rows})
-    atomic.write_records(sweep.out / "samples.jsonl", samples)
-    atomic.write_bytes(sweep.out / "sweep.png", _plot(sweep.rows))
-
-
-def _plot(rows: list[dict]) -> bytes:
-    """Gold against train and gold against KL (train against KL without a gold judge); A beside each point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("train", "gold"), ("kl", "gold")] if "gold" in rows[0] else [("kl", "train")]
-    labels = {"train": "train judge score", "gold": "gold judge score", "kl": "token KL to the base (nats/token)"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, (x, y) in zip(axes[0], panels):
-        ax.plot([r[x] for r in rows], [r[y] for r in rows], color="grey", alpha=0.5, zorder=1)
-        ax.scatter([r[x] for r in rows], [r[y] for r in rows], color="tab:blue", zorder=2, label="blend")
-        front = [r for r in rows if r["pareto"]]
-        ax.scatter([r[x] for r in front], [r[y] for r in front], s=160, facecolors="none", edgecolors="red",
-                   linewidths=1.5, zorder=3, label="Pareto front")
-        chosen = next(r for r in rows if r["recommended"])
-        ax.scatter([chosen[x]], [chosen[y]], marker="*", s=220, color="gold", edgecolors="black", zorder=4,
-                   label="recommended")
-        for r in rows:
-            ax.annotate(f"A={r['alpha']:g}", (r[x], r[y]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        ax.set_xlabel(labels[x])
-        ax.set_ylabel(labels[y])
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-    fig.suptitle("checkpoint blending: base + A * (tuned - base)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return buffer.getvalue()
+            "gold_debias": settings.gold_debias, "embedder": settings.embedder}

@@ -43,11 +43,10 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from transformers import TrainerCallback
 
 from tether.defenses.values import ValueStore, nearest_texts
 from tether.errors import TetherError
-from tether.infra import jsonl, ranks
+from tether.infra import jsonl
 from tether.infra.models import embed
 from tether.infra.rundir import RunDir
 from tether.infra.texts import plain_text
@@ -132,7 +131,7 @@ class InstrumentalUtility:
     """A TRL reward function: each completion's utility under the value store.
 
     It also keeps the episodes it scored; `update(step)` learns instrumental values from
-    the best of them (`ValueStoreCallback` below calls it every `update_every` steps).
+    the best of them (`defenses.utility_callback.ValueStoreCallback` calls it every `update_every` steps).
     """
 
     __name__ = "utility"
@@ -231,29 +230,3 @@ def read_values(run_dir: str | Path, k: int = 3, trust_remote_code: bool = False
     rows = [{**entry, "nearest": [{"similarity": round(s, 3), "text": t} for s, t in n]}
             for entry, n in zip(store.entries, near)]
     return sorted(rows, key=lambda r: (r["kind"] != "terminal", -r["credit"]))
-
-
-class ValueStoreCallback(TrainerCallback):
-    """Learns instrumental values every `update_every` steps; saves the store with the run.
-
-    The store lives in RUN_DIR/values/ (values.json: each value's kind, text, credit, count
-    and source episodes; values.safetensors: the embeddings) and is copied into every TRL
-    checkpoint, so `--resume` continues with the store as it was at that step. A checkpoint
-    without its `values/` is incomplete (`RunDir.is_complete`): resume goes to the one before.
-    """
-
-    def __init__(self, utility: InstrumentalUtility, run_dir: RunDir | None = None):
-        self.utility, self.run_dir = utility, run_dir
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.utility.config.update_every:
-            return
-        episodes = ranks.gather(self.utility.episodes)  # every process learns the same store
-        outcome = self.utility.update(state.global_step, episodes)
-        if self.run_dir is not None and ranks.is_main():
-            self.utility.store.save(self.run_dir.path / "values")
-            self.run_dir.event("values", step=state.global_step, **outcome)
-
-    def on_save(self, args, state, control, **kwargs):
-        if ranks.is_main():
-            self.utility.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}" / "values")

@@ -110,7 +110,8 @@ def make_server(page: bytes, gets: dict[str, Callable[[], dict]], posts: dict[st
     A route raising TetherError answers 400 (POST) or 500 (GET: a file damaged meanwhile) with its one line.
     """
 
-    handler = type("Handler", (PageHandler,), {"page": page, "gets": gets, "posts": posts, "malformed": malformed})
+    routes = {"page": page, "gets": gets, "posts": posts, "malformed": malformed, "timeout": READ_TIMEOUT}
+    handler = type("Handler", (PageHandler,), routes)  # READ_TIMEOUT read now, so a test can shorten it
     try:
         return ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as e:

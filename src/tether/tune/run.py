@@ -19,7 +19,8 @@ from pathlib import Path
 from transformers import PrinterCallback
 
 from tether.defenses.embedding_kl import EmbeddingKL
-from tether.defenses.utility import InstrumentalUtility, ValueStore, ValueStoreCallback
+from tether.defenses.utility import InstrumentalUtility, ValueStore
+from tether.defenses.utility_callback import ValueStoreCallback
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks, threads, trackers
 from tether.infra.generate import check_chat_policy
