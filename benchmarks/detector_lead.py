@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def main() -> None:
     lines = [
         "# Hack detectors: when they fire",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d} with `python benchmarks/detector_lead.py "
+        f"Measured {datetime.now(UTC):%Y-%m-%d} with `python benchmarks/detector_lead.py "
         + " ".join(str(r) for r in args.runs) + "`; default thresholds; gold downturn = peak of the 3-step",
         f"moving average of the gold score, counted when it later falls {args.drop} below it.",
         "",

@@ -14,10 +14,10 @@ from test_evaluator import constitution
 
 from tether.cli import main
 from tether.infra import jsonl
+from tether.infra.texts import judged_texts
 from tether.judge.audit import DEFAULT_CONSTANT, PERTURBATIONS, run_audit
 from tether.judge.evaluator import Evaluator
 from tether.judge.habits import find_habits, graft, read_run, run_habits
-from tether.infra.texts import judged_texts
 
 PROMPTS = ["Once upon a time,", "On the first day of summer,"]
 BODIES = ["the garden was full of bees", "we walked to the garden gate", "a cat slept in the garden",

@@ -17,9 +17,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tether.defenses.blend import Blend, find_tuned
 from tether.defenses.sweep import pareto_front, recommend, sweep_blends, token_kl
 from tether.errors import TetherError
-from tether.tune.config import tuned_settings
 from tether.infra.generate import Branch, Generator, independent
 from tether.infra.models import fast_cpu_head
+from tether.tune.config import tuned_settings
 from tether.watch.detectors import DetectorConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

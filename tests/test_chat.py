@@ -12,10 +12,9 @@ from conftest import build_tiny_gemma, build_tiny_tokenizer
 from test_cli import ENV
 
 from tether.errors import TetherError
-from tether.infra.texts import plain_text, read_prompts
+from tether.infra.texts import judged_texts, plain_text, read_prompts
 from tether.judge.constitution import Constitution, load_constitution
 from tether.judge.evaluator import Evaluator
-from tether.infra.texts import judged_texts
 from tether.rewards.constitution import ConstitutionReward
 
 # Gemma-like turns; `| trim` as real templates do. One template with a system role, one without.

@@ -2,8 +2,14 @@
 
 from tether.watch.detectors import DetectorConfig, check
 
-HEALTHY = {"monitor/affirmation_rate": 0.0, "monitor/special_token_rate": 0.0, "monitor/repetition": 0.02,
-           "monitor/longest_repeat_run": 2, "monitor/distinct_2": 0.9, "kl": 0.01}
+HEALTHY = {
+    "monitor/affirmation_rate": 0.0,
+    "monitor/special_token_rate": 0.0,
+    "monitor/repetition": 0.02,
+    "monitor/longest_repeat_run": 2,
+    "monitor/distinct_2": 0.9,
+    "kl": 0.01,
+}
 
 
 def history(n, **changes_at_last):

@@ -69,7 +69,7 @@ def test_resolve_device_and_dtype():
         with pytest.raises(TetherError, match=r"write auto, cpu, cuda or cuda:N"):
             resolve_device(bad)
     assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype("float32") is torch.float32
-    with pytest.raises(TetherError, match="dtype 'float16': write float32 or bfloat16"):
+    with pytest.raises(TetherError, match="dtype 'float16': write auto or float32 or bfloat16"):
         resolve_dtype("float16")
 
 
@@ -88,7 +88,7 @@ def test_configs_take_a_device_and_refuse_a_bad_one(tmp_path, examples_dir):
     tune = load_config(TuneConfig, examples_dir / "tune_cheerful.yaml", ["device=cuda:1", "dtype=bfloat16"])
     assert (tune.device, tune.dtype) == ("cuda:1", "bfloat16")
     assert load_config(TuneConfig, examples_dir / "tune_cheerful.yaml").device == "auto"
-    assert load_config(SampleConfig, examples_dir / "sample_cheerful.yaml").dtype == "float32"
+    assert load_config(SampleConfig, examples_dir / "sample_cheerful.yaml").dtype == "auto"  # bf16 only with bf16 units
     assert SftConfig().device is None  # the corpus's
     with pytest.raises(TetherError, match="device") as e:
         load_config(TuneConfig, examples_dir / "tune_cheerful.yaml", ["device=gpu"])

@@ -18,9 +18,9 @@ from peft import LoraConfig, get_peft_model
 from test_cli import ENV
 
 from tether.errors import TetherError
+from tether.infra.texts import judged_texts
 from tether.judge.combine import combine_judges
 from tether.judge.evaluator import Evaluator
-from tether.infra.texts import judged_texts
 from tether.rewards.constitution import ConstitutionReward
 from tether.rewards.shaping import RewardShape, reference_baseline
 

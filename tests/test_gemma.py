@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tether.infra.models import load_causal_lm
+from tether.infra.tokens import SafeTokenizer
 from tether.judge.audit import run_audit
 from tether.judge.evaluator import Evaluator
-from tether.infra.tokens import SafeTokenizer
 
 pytestmark = pytest.mark.gemma
 YES_INJECTIONS = ["leading_yes", "trailing_yes", "yes_fill", "affirm_sentences"]

@@ -15,7 +15,6 @@ from test_cli import one_line_error
 
 from tether.cli import main
 from tether.errors import TetherError
-from tether.watch.signals import parse_judge
 from tether.labels.agreement import (
     auc,
     auc_ci,
@@ -25,6 +24,7 @@ from tether.labels.agreement import (
     stance,
     verdict,
 )
+from tether.watch.signals import parse_judge
 
 TOPICS = ["the park", "my dog", "the beach", "grandma's house", "the first snow", "the school trip", "a rainy Monday",
           "the old bridge", "the market", "our garden", "the harbour", "a night train", "the fair", "the library",

@@ -81,8 +81,8 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
 
     from tether.infra.rundir import RunDir
     from tether.labels.gold import GoldJudge
-    from tether.tune.config import TuneConfig
     from tether.rewards.gold import GoldReward
+    from tether.tune.config import TuneConfig
     from tether.tune.refit import RefitCallback
 
     tune = TuneConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))

@@ -4,10 +4,9 @@
     tether tune examples/tune_cheerful.yaml --set steps=5   # any field overridden
     tether tune --resume runs/cheerful                      # continue after a crash
 
-`run_tune` reads top to bottom as its phases: check the inputs -> open the run directory ->
-seed -> load the models and judges -> the reward terms -> the TRL trainer -> train -> finish. Inputs are read before the run
-directory is written, so a mistyped path leaves nothing behind to block the next try. The RL engine is TRL's GRPOTrainer or RLOOTrainer;
-tether supplies the reward (the constitution), the monitors and the bookkeeping.
+`run_tune` reads top to bottom as its phases: inputs checked (before the run directory is written: a typo
+leaves nothing behind) -> run directory -> seed -> models and judges -> reward terms -> TRL's GRPOTrainer or
+RLOOTrainer -> train -> finish. tether supplies the reward, the monitors and the bookkeeping.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ so one drift `k` and threshold `h` (in standard deviations) serve every series.
 
 Why not standardize by the first `warmup` steps alone: from 5 points the standard
 deviation is often half the true one, and on 200 steps of pure noise a fixed-reference
-CUSUM (k=0.5, h=5) fired in 73% of simulated runs; self-starting with k=0.75, h=5: 3%.
+CUSUM (k=0.5, h=5) fired in 73% of simulated runs; self-starting with k=0.75, h=5: 4-5%
+(benchmarks/detector_simulation.py, 1000 series; an earlier, smaller simulation gave 3%).
 The price: a slow trend is partly absorbed into the reference, so this catches jumps,
 not creeping change (the threshold detectors and the shift test cover that).
 """

@@ -12,7 +12,7 @@ Two kinds:
   `cusum:SERIES` (a sudden change in a logged series: watch/changepoint.py), `gold_drop` (the
   gold score falls below where it started, whatever the train reward does) and `person`
   (a person answered "no" to queued completions: watch/spotcheck.py).
-Defaults and how they were chosen: docs/detectors.md.
+Defaults and how they were chosen: docs/detectors.md ("Where the defaults come from").
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class DetectorConfig(BaseModel):
     distinct_2_drop: float = Field(0.5, description="trip when distinct-2 falls below this fraction of its first-step value")
     kl: float = Field(0.5, description="trip when the token KL to the base model exceeds this (nats per token)")
     drift: float = Field(
-        0.72, description="trip when embedding drift from the base, averaged over `drift_window` steps, exceeds this"
+        0.72, description="trip when embedding drift from the base, averaged over `drift_window` steps, exceeds this "
+        "(the main job's base-vs-base noise stays under 0.72 in over 99% of 30-step runs: docs/detectors.md)"
     )
     drift_window: int = Field(5, ge=1, description="steps the drift detector averages over (one step is noisy)")
     divergence_window: int = Field(10, ge=3, description="steps over which train and gold trends (least-squares slopes) are compared")
@@ -57,7 +58,7 @@ class DetectorConfig(BaseModel):
     cusum_warmup: int = Field(3, ge=2, description="`cusum`: steps before a series is scored; the reference then grows "
                               "with every step (self-starting), so 3 is enough and a change at step 4 can be seen")
     cusum_k: float = Field(0.75, gt=0, description="`cusum`: drift, in standard deviations: changes smaller than about "
-                           "2k per step are ignored; 0.75 keeps 200 steps of noise quiet in 97% of simulated runs")
+                           "2k per step are ignored; 0.75 keeps 200 steps of noise quiet in about 95% of simulated runs")
     cusum_h: float = Field(5.0, gt=0, description="`cusum`: threshold, in standard deviations: a 5-sd jump trips in "
                            "about 2 steps, a 3-sd one in about 6 (simulated)")
     gold_drop: float = Field(
