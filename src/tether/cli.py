@@ -46,7 +46,7 @@ LongTextOpt = Annotated[
 ]
 MaxTokensOpt = Annotated[int | None, typer.Option(min=1, help="cap each text at this many tokens (default: 2048; raise it up to the judge's context)")]
 DeviceOpt = Annotated[str, typer.Option(help="where the judge runs: auto (CUDA when present), cpu, cuda or cuda:N")]
-DtypeOpt = Annotated[str, typer.Option(help="the judge's precision: float32 or bfloat16")]
+DtypeOpt = Annotated[str, typer.Option(help="the judge's precision: auto (bfloat16 where the hardware has bf16 units, else float32), float32 or bfloat16")]
 
 
 @app.command()
@@ -64,7 +64,7 @@ def score(
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
 ):
     """Score texts against a constitution: per-principle log-odds and P(yes), and a summary table."""
     from tether.infra.checks import check_out
@@ -113,7 +113,7 @@ def audit(
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = "auto",
 ):
     """Measure how much each principle pays for yes-injection, master keys, a constant answer and a run's own habits."""
     from tether.infra.checks import check_out

@@ -35,7 +35,7 @@ import torch
 
 from tether.errors import TetherError
 from tether.infra import progress
-from tether.infra.models import load_causal_lm
+from tether.infra.models import cpu_has_bf16, load_causal_lm
 from tether.infra.tokens import SafeTokenizer, word_variant_ids
 from tether.judge.combine import COMBINERS
 from tether.judge.constitution import (
@@ -165,7 +165,7 @@ class Evaluator:
             raise TetherError(f"long_text={long_text!r}: write truncate_left, truncate_right or error")
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.long_text = batch_size, long_text
-        if model.dtype == torch.bfloat16 and model.device.type == "cpu" and not _cpu_has_bf16():
+        if model.dtype == torch.bfloat16 and model.device.type == "cpu" and not cpu_has_bf16():
             progress.console.print("[yellow]note:[/] this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): a "
                                    "bf16 judge runs emulated, ~5x slower than float32 (docs/benchmarks.md)", highlight=False)
         self.safe = SafeTokenizer(tokenizer)
@@ -305,13 +305,6 @@ class Evaluator:
 
 
 @functools.cache
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True  # unknown: no note
-
-
 @functools.cache
 def _cache_kwarg_of(forward) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
