@@ -117,7 +117,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
                     suppress_special_tokens=settings.suppress_special_tokens)
-    drift = _drift_reference(settings, blend, gen, prompt_list, out)
+    drift = drift_reference(settings, blend, gen, prompt_list, out)
     rows, samples = [], []
     for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
         blend.set_alpha(alpha)
@@ -162,7 +162,7 @@ def _sweep_inputs(tuned_path, settings, base, out, prompts, completions: int, se
     return tuned, settings, out, prompt_file, prompt_list
 
 
-def _drift_reference(settings, blend: Blend, gen, prompt_list: list, out: Path):
+def drift_reference(settings, blend: Blend, gen, prompt_list: list, out: Path):
     """The embedding drift against the base's own completions, sampled once with another seed (None: no embedder)."""
     from tether.infra.models import load_embedder
     from tether.infra.texts import load_base, plain_text
@@ -187,15 +187,23 @@ def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, j
     """The blend at its current A: `completions` draws a prompt (the same seed before each prompt), judged."""
     from tether.infra.generate import Branch
     from tether.infra.texts import plain_text
-    from tether.watch.metrics import batch_values
 
     drawn = []
     for i, prompt in enumerate(prompt_list):
         torch.manual_seed(item_seed(settings.seed, i))
         prompt_ids = gen.prompt_ids(prompt)
         branches = gen.extend(prompt_ids, Branch([]), completions, settings.max_completion_tokens)
-        drawn += [{"alpha": blend.alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b),
-                   "kl": kl} for b, kl in zip(branches, token_kl(blend, prompt_ids, branches))]
+        for b, kl in zip(branches, token_kl(blend, prompt_ids, branches)):
+            positions = len(b.ids) + b.finished  # KL per completion: the mean over its positions times their number
+            drawn.append({"alpha": blend.alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b),
+                          "kl": kl, "kl_completion": kl * positions, "tokens": len(b.ids)})
+    return {"alpha": blend.alpha, **score_drawn(drawn, settings, judges, drift)}, drawn
+
+
+def score_drawn(drawn: list[dict], settings, judges, drift) -> dict:
+    """Each draw judged in place (train judge, gold, drift); returns the means, the monitors and the trips."""
+    from tether.watch.metrics import batch_values
+
     prompts, texts = [d["prompt"] for d in drawn], [d["completion"] for d in drawn]
     for d, score in zip(drawn, judges.judge.score([p + c for p, c in zip(prompts, texts)]).total()):
         d["train"] = float(score)
@@ -207,8 +215,9 @@ def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, j
             d["drift"] = float(distance)
     monitors = batch_values(texts)
     trips = check([{"step": 0, **monitors}], settings.detectors)
-    means = {k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "drift") if k in drawn[0]}
-    return {"alpha": blend.alpha, **means, **monitors, "trips": ", ".join(t.detector for t in trips)}, drawn
+    means = {k: float(np.mean([d[k] for d in drawn])) for k in ("train", "gold", "kl", "kl_completion", "drift", "tokens")
+             if k in drawn[0]}
+    return {**means, **monitors, "trips": ", ".join(t.detector for t in trips)}
 
 
 def _info(tuned, blend: Blend, alphas, prompt_file, held_out: bool, completions: int, settings, gold) -> dict:

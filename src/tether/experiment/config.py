@@ -21,6 +21,17 @@ such checkpoint was saved; the final adapter when none fired).
 
 An arm with `of: ARM` tunes nothing: it evaluates another model of ARM's runs (same seeds), so a
 defense that only chooses or blends a model (`blend`, `best`) costs an evaluation, not a tune.
+
+The baselines a user tries before tuning are arms too (experiment/baselines.py):
+
+      prompted: {kind: prompted, instruction: "Here is a happy, cheerful story."}
+      best_of_16: {kind: best_of_n, n: 16, reward_of: recipe}
+
+`prompted` puts the instruction before each prompt (the readers and golds see only the prompt);
+`best_of_n` draws n completions and keeps the one the reward of arm `reward_of` (that arm's exact
+tune config: its judge, golds, weights and shape) likes best. Both sample the base model, or with
+`model: ARM` that arm's final model, seed by seed. On the base they have no training seed: they
+are evaluated once (folder ARM-sFIRST_SEED), with the evaluation's sampling seed.
 """
 
 from __future__ import annotations
@@ -38,6 +49,17 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class Arm(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["tune", "prompted", "best_of_n"] = Field(
+        "tune", description="tune (a run of the task with `set`), prompted (the base, or `model`, with an instruction "
+        "before each prompt) or best_of_n (n draws, the one `reward_of`'s reward likes best kept): the baselines "
+        "train nothing")
+    instruction: str | None = Field(None, description="kind: prompted: the text put before every prompt (a space "
+                                    "between them); readers and golds see only the prompt")
+    n: int | None = Field(None, description="kind: best_of_n: completions drawn per evaluated text")
+    reward_of: str | None = Field(None, description="kind: best_of_n: the arm whose exact reward picks the best of n "
+                                  "(default: the task's tune config, no overlay)")
+    model: str = Field("base", description="kind: prompted or best_of_n: the model sampled: base, or a tuning arm "
+                       "(its final model, seed by seed)")
     set: dict = Field(default_factory=dict, description="tune config fields this arm changes (nested, as in the YAML)")
     choose: Literal["final", "blend", "best"] = Field(
         "final", description="the model evaluated: final (last adapter; the stop point under on_hack: stop), blend "
@@ -48,6 +70,28 @@ class Arm(BaseModel):
                                       description="the A values the blend sweep tries (choose: blend)")
     of: str | None = Field(None, description="another arm whose runs this one evaluates instead of tuning its own "
                            "(with `choose`: blend or best); `set` must then be empty")
+
+
+class Registration(BaseModel):
+    """What `--register` commits to before anything runs (experiment/registration.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    hypotheses: list[str] = Field(min_length=1, description="what the experiment tests, each a sentence")
+    primary: str = Field(description="the primary measure, e.g. 'good (readers)'")
+    secondary: list[str] = Field(default_factory=list, description="secondary measures")
+    analysis: str = Field(description="how the measures will be compared: the test, the intervals, corrections")
+
+
+class Reading(BaseModel):
+    """How `--read` builds the blind reading's batches (experiment/reading.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_items: int = Field(80, ge=1, description="about this many items a batch (whole prompts: every source of a "
+                             "prompt in the same batch)")
+    rereads: float = Field(0.1, ge=0.0, le=1.0, description="share of a batch's items added again from other batches")
+    compare_arm: str | None = Field(None, description="the arm paired against every other source (default: the first "
+                                    "arm that tunes)")
+    seed: int = Field(0, description="the shuffle's seed")
 
 
 class ExperimentConfig(BaseModel):
@@ -64,6 +108,9 @@ class ExperimentConfig(BaseModel):
                              "a constitution YAML, a gold folder (`tether gold fit`), or python:MODULE:FUNCTION "
                              "(prompts, completions) -> scores")
     jobs: int = Field(1, ge=1, description="runs side by side (each a process; memory permitting)")
+    reading: Reading = Field(default_factory=Reading, description="the blind reading's batches (`--read`)")
+    registration: Registration | None = Field(None, description="hypotheses, measures and analysis that "
+                                              "`--register` commits to before anything runs")
     trust_remote_code: bool = Field(False, description="every run's tune config gets trust_remote_code: true, so its "
                                     "models may run Python code of their own from the hub (`--trust-remote-code`)")
 
@@ -76,6 +123,7 @@ class ExperimentConfig(BaseModel):
             if not re.match(NAME, name) or name == "base":
                 raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not 'base' (the untuned model)")
         for name, arm in arms.items():
+            _check_kind(name, arm, arms)
             if arm.of is None:
                 continue
             if arm.of not in arms or arms[arm.of].of is not None:
@@ -93,16 +141,49 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"seeds {seeds}: each seed once")
         return seeds
 
+    def arm_seeds(self, arm: str) -> list[int]:
+        """The seeds an arm runs: every seed, but a baseline on the base model (no training seed) runs once."""
+        choice = self.arms[arm]
+        return self.seeds if choice.kind == "tune" or choice.model != "base" else self.seeds[:1]
+
     def runs(self) -> list[tuple[str, int]]:
         """Every (arm, seed), seed-major: with few jobs, each seed's arms finish together (a paired comparison early)."""
-        return [(arm, seed) for seed in self.seeds for arm in self.arms]
+        return [(arm, seed) for seed in self.seeds for arm in self.arms if seed in self.arm_seeds(arm)]
+
+    def needs(self, arm: str) -> str | None:
+        """The arm whose runs this one reads (`of:`, or a baseline's `model:`): the grid starts it after them."""
+        choice = self.arms[arm]
+        return choice.of or (choice.model if choice.kind != "tune" and choice.model != "base" else None)
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.output_dir / "runs" / f"{arm}-s{seed}"
 
     def tuned_dir(self, arm: str, seed: int) -> Path:
-        """Where the model an arm evaluates was tuned: its own run, or its `of` arm's."""
-        return self.run_dir(self.arms[arm].of or arm, seed)
+        """Where the model an arm evaluates was tuned: its own run, its `of` arm's, or a baseline's `model` arm's
+        (a baseline on the base model: its own folder, which holds no tuning)."""
+        return self.run_dir(self.needs(arm) or arm, seed)
+
+
+def _check_kind(name: str, arm: Arm, arms: dict[str, Arm]) -> None:
+    """Each kind's own fields present and sensible, and no field of another kind."""
+    tuning = [a for a in arms if arms[a].kind == "tune" and arms[a].of is None]
+    own = {"prompted": {"instruction"}, "best_of_n": {"n", "reward_of"}, "tune": set()}[arm.kind]
+    stray = [f for f in ("instruction", "n", "reward_of") if getattr(arm, f) is not None and f not in own]
+    if arm.kind != "tune":
+        stray += [f for f in ("set", "of") if getattr(arm, f)] + (["choose"] if arm.choose != "final" else [])
+    elif arm.model != "base":
+        stray.append("model")
+    if stray:
+        raise ValueError(f"arm {name}: {', '.join(stray)}: not a field of kind {arm.kind} (a {arm.kind} arm takes "
+                         f"{', '.join(sorted(own | ({'set', 'of', 'choose'} if arm.kind == 'tune' else {'model'})))})")
+    if arm.kind == "prompted" and not (arm.instruction or "").strip():
+        raise ValueError(f"arm {name}: kind prompted needs an instruction: the text put before each prompt")
+    if arm.kind == "best_of_n" and (arm.n is None or arm.n < 1):
+        raise ValueError(f"arm {name}: kind best_of_n needs n, the completions drawn per text, at least 1 (got {arm.n})")
+    for field, value in (("reward_of", arm.reward_of), ("model", None if arm.model == "base" else arm.model)):
+        if value is not None and value not in tuning:
+            raise ValueError(f"arm {name}: {field}: {value!r} is not an arm that tunes (one of {', '.join(tuning) or 'none'}"
+                             + (", or base)" if field == "model" else ")"))
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
@@ -122,7 +203,7 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
     config = config.model_copy(update={"golds": golds, "arms": {name: _arm_paths(path, name, arm)
                                                                for name, arm in config.arms.items()}})
     for arm in config.arms:
-        if config.arms[arm].of is None:
+        if config.arms[arm].of is None and config.arms[arm].kind == "tune":
             tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
     return config
 

@@ -20,7 +20,7 @@ from tether.errors import TetherError
 from tether.experiment.config import ExperimentConfig
 from tether.infra import atomic, jsonl
 
-MEASURES = ("train", "gold", "kl", "drift", "monitor/affirmation_rate", "monitor/repetition",
+MEASURES = ("train", "gold", "kl", "kl_completion", "tokens", "drift", "monitor/affirmation_rate", "monitor/repetition",
             "monitor/longest_repeat_run", "monitor/distinct_1", "monitor/distinct_2", "monitor/words")
 
 
@@ -106,6 +106,21 @@ def evaluate(config: ExperimentConfig, run_dir: Path, alpha: float, out: Path, m
     result.update({"alpha": alpha, "samples": len(samples), **(chosen or {})})
     atomic.write_json(out / "result.json", result)
     return result
+
+
+def tuned_cost(run_dir: Path, result: dict) -> dict:
+    """A tuned run's bill: training (steps, tokens generated, seconds, from metrics.jsonl) and inference
+    (the tokens of one evaluated text, nothing judged)."""
+    from tether.infra.rundir import RunDir
+    from tether.tune.config import tuned_settings
+
+    settings = tuned_settings(run_dir)
+    per_step = settings.prompts_per_step * settings.completions_per_prompt
+    steps = [m for m in jsonl.read(RunDir(run_dir).path / "metrics.jsonl") if "completions/mean_length" in m]
+    return {"train_steps": len(steps),
+            "train_tokens": float(sum(m["completions/mean_length"] * per_step for m in steps)),
+            "train_seconds": float(sum(m.get("step_time", 0.0) for m in steps)),
+            "inference_tokens": result.get("tokens"), "inference_judged": 0}
 
 
 def choose_best(run_dir: Path) -> tuple[Path | None, float, dict]:

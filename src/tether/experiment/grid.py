@@ -54,7 +54,7 @@ def run_grid(config_path: Path, config: ExperimentConfig, overrides: list[str] =
     while todo or running:
         while len(running) < jobs:
             waiting = {(j.arm, j.seed) for j in running} | set(todo)
-            ready = [r for r in todo if (config.arms[r[0]].of, r[1]) not in waiting]  # `of` arms after their source
+            ready = [r for r in todo if (config.needs(r[0]), r[1]) not in waiting]  # after the runs they read
             if not ready:
                 break
             arm, seed = ready[0]

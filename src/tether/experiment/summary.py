@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tether.experiment.analysis import analyse
 from tether.experiment.config import ExperimentConfig
 from tether.experiment.evaluate import gold_key
 from tether.experiment.grid import status
 from tether.experiment.stats import Estimate, mean_ci, paired, win_rate
+from tether.experiment.summary_reading import cost_lines, reading_lines, registration_lines
 from tether.infra import atomic, jsonl
 
 
@@ -100,21 +102,22 @@ def _table(config: ExperimentConfig, rows: list[dict], base: dict | None) -> str
     if base is not None:
         lines.append("| base | - | " + " | ".join(f"{base[k]:+.3f}" if k in base else "-" for k, _ in cols) + " |")
     for arm in config.arms:
-        runs = [by[arm, s] for s in seeds if by[arm, s]["status"] == "done"]
+        runs = [by[arm, s] for s in config.arm_seeds(arm) if by[arm, s]["status"] == "done"]
         cells = [mean_ci([r.get(k, np.nan) for r in runs]).text() for k, _ in cols]
-        lines.append(f"| {arm} | {len(runs)}/{len(seeds)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {len(runs)}/{len(config.arm_seeds(arm))} | " + " | ".join(cells) + " |")
     if base is not None:
         lines += ["", "## Difference to the base model", "", "| arm | " + " | ".join(t for _, t in cols) + " |",
                   "|" + "---|" * (len(cols) + 1)]
         for arm in config.arms:
-            runs = [by[arm, s] for s in seeds if by[arm, s]["status"] == "done"]
+            runs = [by[arm, s] for s in config.arm_seeds(arm) if by[arm, s]["status"] == "done"]
             cells = [paired([r.get(k, np.nan) for r in runs], [base.get(k, np.nan)] * len(runs)).text() for k, _ in cols]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if len(config.arms) > 1:
         lines += ["", f"## Paired against `{reference}` (same seeds)", "", "| arm | " + " | ".join(t for _, t in cols) + " |",
                   "|" + "---|" * (len(cols) + 1)]
         for arm in list(config.arms)[1:]:
-            both = [s for s in seeds if by[arm, s]["status"] == by[reference, s]["status"] == "done"]
+            both = [s for s in config.arm_seeds(arm) if (reference, s) in by
+                    and by[arm, s]["status"] == by[reference, s]["status"] == "done"]
             cells = [paired([by[arm, s].get(k, np.nan) for s in both], [by[reference, s].get(k, np.nan) for s in both]).text()
                      for k, _ in cols]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -126,6 +129,9 @@ def _table(config: ExperimentConfig, rows: list[dict], base: dict | None) -> str
     else:
         lines.append(f"No answers yet: `tether experiment {config.output_dir}/experiment.yaml --pairs`, then the "
                      "`tether label ... --mode compare` commands it prints.")
+    lines += cost_lines(config, rows, base)
+    lines += reading_lines(config, analyse(config) if (config.output_dir / "reading" / "labels.jsonl").exists() else {})
+    lines += registration_lines(config)
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failed runs", ""] + [f"- {r['arm']} seed {r['seed']}: see failures.jsonl" for r in failed]
@@ -187,7 +193,7 @@ def export_pairs(config: ExperimentConfig) -> list[str]:
     atomic.write_records(folder / "base.jsonl", [keep(s, "base", None) for s in jsonl.read(base)])
     commands = []
     for arm in config.arms:
-        samples = [keep(s, arm, seed) for seed in config.seeds
+        samples = [keep(s, arm, seed) for seed in config.arm_seeds(arm)
                    for s in jsonl.read(config.run_dir(arm, seed) / "eval" / "samples.jsonl")]
         if samples:
             atomic.write_records(folder / f"{arm}.jsonl", samples)

@@ -16,8 +16,8 @@ from tether.errors import TetherError
 
 def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
     from tether.experiment.config import load_experiment, tune_config
-    from tether.experiment.evaluate import choose_best, evaluate, evaluate_base
-    from tether.infra import progress
+    from tether.experiment.evaluate import choose_best, evaluate, evaluate_base, tuned_cost
+    from tether.infra import atomic, progress
     from tether.infra.rundir import RunDir
 
     config = load_experiment(path, list(overrides))
@@ -28,6 +28,13 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
 
         return json.loads(result_file.read_text())
     run, choice = RunDir(tuned), config.arms[arm]
+    if choice.kind != "tune":  # a baseline: nothing tuned, maybe another arm's final model sampled
+        from tether.experiment.baselines import evaluate_baseline
+
+        if choice.model != "base" and not run.is_finished():
+            raise TetherError(f"arm {arm} seed {seed}: arm {choice.model}'s run {tuned} has not finished; run that "
+                              f"arm first")
+        return evaluate_baseline(config, arm, seed, own / "eval")
     if choice.of is not None:  # another arm's run: never tuned here (the grid starts this run after that one)
         if not run.is_finished():
             raise TetherError(f"arm {arm} seed {seed}: arm {choice.of}'s run {tuned} has not finished; run that arm first")
@@ -48,7 +55,10 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
     if choice.of is not None:
         chosen["of"] = choice.of
     evaluate_base(config, tuned)
-    return evaluate(config, tuned, alpha, own / "eval", model=model, chosen=chosen)
+    result = evaluate(config, tuned, alpha, own / "eval", model=model, chosen=chosen)
+    result.update(tuned_cost(tuned, result))
+    atomic.write_json(own / "eval" / "result.json", result)
+    return result
 
 
 def main(argv: list[str]) -> int:

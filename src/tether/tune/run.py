@@ -27,12 +27,12 @@ from tether.infra.models import check_embedder, load_causal_lm, load_embedder
 from tether.infra.rundir import RunDir
 from tether.infra.texts import load_base, read_prompts
 from tether.judge.constitution import load_constitution
-from tether.judge.evaluator import Evaluator
-from tether.judge.remote import RemoteEvaluator, is_remote, make_evaluator
+from tether.judge.remote import RemoteEvaluator, is_remote
 from tether.labels.gold_judge import GoldSpec, check_gold, load_gold
 from tether.labels.judges import check_models
 from tether.rewards.constitution import ConstitutionReward
 from tether.rewards.gold import GoldReward
+from tether.rewards.paid import load_judges
 from tether.rewards.shaping import RewardShape, reference_baseline
 from tether.tune.config import TuneConfig
 from tether.tune.trainer import check_batch_splits, suppressed_ids, trl_config, vllm_args
@@ -156,7 +156,7 @@ def load_parts(config: TuneConfig, inputs: Inputs, run: RunDir) -> Parts:
     loaded = {} if is_remote(config.judge_model) else {  # a served judge has no local weights to share
         config.judge_model: load_causal_lm(config.judge_model, device=config.device, dtype=config.dtype,
                                            trust_remote_code=trust, fast_head=True)}
-    judge, *more = _judges(config, inputs.constitutions, loaded)
+    judge, *more = load_judges(config, inputs.constitutions, loaded)
     shared = loaded.get(config.judge_model)
     reads_prompt = config.judge_reads == "conversation"
     gold = load_gold(GoldSpec.of(config), inputs.gold, shared=shared, include_prompt=reads_prompt)
@@ -285,16 +285,3 @@ def _base_samples(config: TuneConfig, run: RunDir, policy, tokenizer, prompts, s
         save_base(path, samples)
     ranks.barrier()
     return load_base(path)
-
-
-def _judges(config: TuneConfig, constitutions: list, loaded: dict) -> list[Evaluator]:
-    """The train judge, then `judges`' others; a model named twice is loaded once (`loaded`: name -> (model, tokenizer))."""
-    models = [config.judge_model, *[j.model or config.judge_model for j in config.judges]]
-    out = []
-    for name, constitution in zip(models, constitutions):
-        if not is_remote(name) and name not in loaded:
-            loaded[name] = load_causal_lm(name, device=config.device, dtype=config.dtype,
-                                          trust_remote_code=config.trust_remote_code, fast_head=True)
-        out.append(make_evaluator(name, constitution, batch_size=config.judge_batch_size, shared=loaded.get(name),
-                                  top_k=config.judge_top_k))
-    return out

@@ -1,0 +1,143 @@
+"""Baselines as arms (prompted, best-of-n), pre-registration, and the blind reading built and analysed by the tool."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from test_cli import one_line_error
+from test_experiment import experiment, grid  # noqa: F401  (grid: the tiny 2-seed experiment fixture)
+
+
+def _arms(config, arms: dict, **more) -> None:
+    data = yaml.safe_load(config.read_text())
+    data.update({"arms": arms, "jobs": 1, **more})
+    config.write_text(yaml.safe_dump(data))
+
+
+BASELINES = {"plain": {"set": {"steps": 1}},
+             "prompted": {"kind": "prompted", "instruction": "Here is a happy story."},
+             "best_of_3": {"kind": "best_of_n", "n": 3, "reward_of": "plain"}}
+
+
+def test_bad_baseline_arms_are_refused_in_one_line(capsys, monkeypatch, grid):  # noqa: F811
+    config, out, env = grid
+    monkeypatch.syspath_prepend(str(config.parent))
+    _arms(config, BASELINES)
+    cases = [("arms.prompted.instruction=''", "needs an instruction"),
+             ("arms.prompted.instruction='   '", "needs an instruction"),
+             ("arms.best_of_3.n=0", "at least 1 (got 0)"),
+             ("arms.best_of_3.reward_of=plian", "reward_of: 'plian' is not an arm that tunes"),
+             ("arms.prompted.model=nobody", "model: 'nobody' is not an arm that tunes"),
+             ("arms.prompted.n=4", "n: not a field of kind prompted"),
+             ("arms.best_of_3.set.kl_coef=1", "set: not a field of kind best_of_n"),
+             ("arms.plain.instruction=hi", "instruction: not a field of kind tune"),
+             ("arms.late.kind=best_of_n", "needs n")]
+    for case, expected in cases:
+        one_line_error(capsys, ["experiment", str(config), "--register", "--set", case], expected)
+    assert not out.exists()  # refused before anything was written
+
+
+def test_a_registration_edited_afterwards_is_refused_and_changes_are_named(capsys, monkeypatch, grid):  # noqa: F811
+    from tether.experiment.config import load_experiment
+    from tether.experiment.registration import changes_since, register
+
+    config, out, env = grid
+    monkeypatch.chdir(config.parent)
+    monkeypatch.syspath_prepend(str(config.parent))
+    _arms(config, BASELINES, registration={"hypotheses": ["plain beats prompted"], "primary": "good",
+                                           "analysis": "cluster bootstrap"})
+    settings = load_experiment(config)
+    path = register(settings)
+    assert register(settings) == path  # the same registration again: nothing changes
+    assert changes_since(settings)[1] == []
+    moved = load_experiment(config, ["arms.best_of_3.n=5", "eval_completions=3"])
+    assert changes_since(moved)[1] == ["arm best_of_3 changed", "eval_completions"]
+    one_line_error(capsys, ["experiment", str(config), "--register", "--set", "arms.best_of_3.n=5"],
+                   "registered on")  # registering other settings in the same folder
+    record = json.loads(path.read_text())
+    record["hypotheses"] = ["prompted beats plain"]
+    path.write_text(json.dumps(record))
+    one_line_error(capsys, ["experiment", str(config), "--summary"], "edited after it was written")
+
+
+def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analysed(grid):  # noqa: F811
+    config, out, env = grid
+    _arms(config, BASELINES)
+    result = experiment(config, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {p.name for p in (out / "runs").iterdir()}
+    assert runs == {"plain-s0", "plain-s1", "prompted-s0", "best_of_3-s0"}  # a baseline on the base runs once
+
+    prompted = [json.loads(line) for line in (out / "runs/prompted-s0/eval/samples.jsonl").read_text().splitlines()]
+    heldout = (config.parent / "heldout.txt").read_text().split("\n")
+    assert {s["prompt"] for s in prompted} == set(filter(None, heldout))  # the instruction is never shown
+    assert all(s["kl_completion"] > 0 for s in prompted if s["tokens"])  # the instruction moved the distribution
+    best = [json.loads(line) for line in (out / "runs/best_of_3-s0/eval/samples.jsonl").read_text().splitlines()]
+    assert len(best) == 4 and all(len(s["reward_of_n"]) == 3 for s in best)
+    assert all(math.isclose(s["reward"], max(s["reward_of_n"]), abs_tol=1e-3) for s in best)  # the best kept
+    cost = json.loads((out / "runs/best_of_3-s0/eval/result.json").read_text())
+    assert cost["inference_judged"] == 3 and math.isclose(cost["kl_bound"], math.log(3) - 2 / 3)
+    assert cost["inference_tokens"] >= cost["tokens"]
+    tuned = json.loads((out / "runs/plain-s0/eval/result.json").read_text())
+    assert tuned["train_steps"] == 1 and tuned["train_tokens"] > 0 and tuned["inference_judged"] == 0
+    summary = (out / "summary.md").read_text()
+    assert "| best_of_3 | 0 | 0 | 0 |" in summary and "≤ " in summary  # the cost table; best-of-n's KL is a bound
+
+    assert experiment(config, "--read", env=env).returncode == 0
+    reading = out / "reading"
+    key = json.loads((reading / "key.json").read_text())
+    items = {json.loads(line)["item"]: json.loads(line) for line in (reading / "items.jsonl").read_text().splitlines()}
+    assert len(items) == 5 * 4  # base, plain x 2 seeds, prompted, best_of_3: 2 prompts x 2 draws each
+    batches = sorted((reading / "batches").glob("*.jsonl"))
+    for batch in batches:
+        rows = [json.loads(line) for line in batch.read_text().splitlines()]
+        assert all(set(r) in ({"read", "prompt", "completion"}, {"pair", "prompt", "left", "right"}) for r in rows)
+        own = [key["reads"][r["read"]]["item"] for r in rows if "read" in r and not key["reads"][r["read"]]["reread"]]
+        for prompt in {items[i]["prompt"] for i in own}:  # every source of a batch's prompts is in that batch
+            assert {items[i]["source"]["arm"] for i in own if items[i]["prompt"] == prompt} == {
+                "base", "plain", "prompted", "best_of_3"}
+        shown = [t for r in rows if "pair" in r for t in (r["left"], r["right"])]
+        assert len(shown) == len(set(shown))  # no text in two pairs
+    (reading / "answers" / f"{batches[0].stem}.jsonl").write_text('{"read": "99-999", "good": "yes"}\n')
+    bad = experiment(config, "--read", env=env)
+    assert bad.returncode == 2 and "not an item of this reading" in bad.stderr and "Traceback" not in bad.stderr
+    for batch in batches:  # answers that favour the tuned arm: the analysis must find it
+        answers = []
+        for r in map(json.loads, batch.read_text().splitlines()):
+            if "read" in r:
+                arm = items[key["reads"][r["read"]]["item"]]["source"]["arm"]
+                yes = "yes" if arm == "plain" else "no"
+                answers.append({"read": r["read"], "on_task": "yes", "cheerful": yes, "fluent": "yes", "good": yes})
+            else:
+                left = next(i for i in items.values() if i["completion"] == r["left"] and i["prompt"] == r["prompt"])
+                answers.append({"pair": r["pair"], "choice": "left" if left["source"]["arm"] == "plain" else "right"})
+        (reading / "answers" / batch.name).write_text("".join(json.dumps(a) + "\n" for a in answers))
+    first = experiment(config, "--read", env=env)
+    assert first.returncode == 0 and "every batch answered" in first.stderr
+    again = experiment(config, "--read", env=env)
+    assert "0 new answer(s)" in again.stderr  # answers are taken once
+
+    from tether.experiment.analysis import analyse
+    from tether.experiment.config import load_experiment
+
+    result = analyse(load_experiment(config))
+    assert result["rates"]["good"]["plain"][0] == 1.0 and result["rates"]["good"]["base"][0] == 0.0
+    assert all(d[0] == 1.0 for d in result["diffs"].values())
+    assert all(w.mean == 1.0 for w in result["pairs"].values())
+    assert experiment(config, "--summary", env=env).returncode == 0
+    assert "## The blind reading" in (out / "summary.md").read_text()
+
+
+def test_the_cluster_bootstrap_pairs_arms_and_resamples_prompts():
+    from tether.experiment.analysis import bootstrap, holm
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2, (40, 3, 2)).astype(float)
+    boots = bootstrap({"a": a, "b": a[:, :1]})
+    assert abs(np.mean(boots["a"]) - a.mean()) < 0.01
+    low, high = np.percentile(boots["a"], [2.5, 97.5])
+    assert 0.05 < high - low < 0.4  # a real interval: prompts resampled
+    assert np.all(np.isfinite(boots["b"]))
+    assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == pytest.approx({"x": 0.03, "y": 0.06, "z": 0.06})
