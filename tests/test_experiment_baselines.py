@@ -98,8 +98,8 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
         for prompt in {items[i]["prompt"] for i in own}:  # every source of a batch's prompts is in that batch
             assert {items[i]["source"]["arm"] for i in own if items[i]["prompt"] == prompt} == {
                 "base", "plain", "prompted", "best_of_3"}
-        shown = [t for r in rows if "pair" in r for t in (r["left"], r["right"])]
-        assert len(shown) == len(set(shown))  # no text in two pairs
+        shown = [key["pairs"][r["pair"]][side] for r in rows if "pair" in r for side in ("left", "right")]
+        assert shown and len(shown) == len(set(shown))  # no text in two pairs
     (reading / "answers" / f"{batches[0].stem}.jsonl").write_text('{"read": "99-999", "good": "yes"}\n')
     bad = experiment(config, "--read", env=env)
     assert bad.returncode == 2 and "not an item of this reading" in bad.stderr and "Traceback" not in bad.stderr
@@ -111,7 +111,7 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
                 yes = "yes" if arm == "plain" else "no"
                 answers.append({"read": r["read"], "on_task": "yes", "cheerful": yes, "fluent": "yes", "good": yes})
             else:
-                left = next(i for i in items.values() if i["completion"] == r["left"] and i["prompt"] == r["prompt"])
+                left = items[key["pairs"][r["pair"]]["left"]]
                 answers.append({"pair": r["pair"], "choice": "left" if left["source"]["arm"] == "plain" else "right"})
         (reading / "answers" / batch.name).write_text("".join(json.dumps(a) + "\n" for a in answers))
     first = experiment(config, "--read", env=env)

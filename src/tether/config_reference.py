@@ -36,9 +36,10 @@ def tune_reference() -> str:
 
 
 def experiment_reference() -> str:
-    from tether.experiment.config import Arm, ExperimentConfig
+    from tether.experiment.config import Arm, ExperimentConfig, Reading, Registration
 
-    return field_table([(ExperimentConfig, ""), (Arm, "arms.NAME.")])
+    return field_table([(ExperimentConfig, ""), (Arm, "arms.NAME."), (Reading, "reading."),
+                        (Registration, "registration.")])
 
 
 def sample_reference() -> str:

@@ -98,7 +98,7 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tune: Path = Field(description="the task: a tune config every arm starts from")
     output_dir: Path = Field(description="the experiment folder: runs/, results, summary, plots")
-    seeds: list[int] = Field([0, 1, 2], min_length=1, description="training seeds; every arm runs every seed")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="training seeds; every arm runs every seed (a baseline on the base model, which has none, runs once)")
     arms: dict[str, Arm] = Field(min_length=1, description="arm name -> overlay on the tune config")
     eval_prompts: Path = Field(description="held-out prompts (.txt or .jsonl), never trained on")
     eval_completions: int = Field(4, ge=1, description="completions sampled per held-out prompt and run")
