@@ -61,6 +61,8 @@ def score(
     batch_size: BatchOpt = 8,
     long_text: LongTextOpt = "truncate_left",
     max_text_tokens: MaxTokensOpt = None,
+    steps: Annotated[str | None, typer.Option("--steps", help="also judge each step blind to what follows: sentences, lines, re:PATTERN or python:MODULE:FUNCTION (a `steps` list per text)")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="--steps: at most this many a text (the rest merged into the last)")] = None,
     trust_remote_code: RemoteOpt = False,
     quiet: QuietOpt = False,
     device: DeviceOpt = "auto",
@@ -77,6 +79,12 @@ def score(
     rubric = load_constitution(constitution)
     records = read_texts(texts)
     check_out(out, (".jsonl", ".csv"), inputs=[texts])
+    if steps is not None:
+        from tether.infra.steps import check_how
+
+        check_how(steps)
+        if out.suffix.lower() != ".jsonl":
+            raise TetherError(f"--out {out}: --steps writes a list per text; use a .jsonl file")
     from tether.display import score_table, stdout
     from tether.judge.evaluator import Evaluator
 
@@ -86,6 +94,10 @@ def score(
     result = evaluator.score([r.text for r in records], show_progress=not quiet)
     table = score_table(result, [r.meta.get("label") for r in records])  # built first: a failure writes nothing
     rows = output_rows(records, result.records())
+    if steps is not None:
+        from tether.cli_steps import add_steps
+
+        table = add_steps(evaluator, records, rows, steps, max_steps, table)
     atomic.write_records(out, rows)
     stdout.print(table)
     truncated = int((result.truncated_tokens > 0).sum())
