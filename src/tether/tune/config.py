@@ -17,6 +17,7 @@ from tether.infra.models import DEVICE_PATTERN, EMBEDDED_LM
 from tether.infra.rundir import RunDir
 from tether.infra.trackers import ReportTo
 from tether.labels.gold_judge import GoldPath
+from tether.rewards.process import ProcessConfig
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
 
@@ -153,6 +154,10 @@ class TuneConfig(BaseModel):
         0.0, ge=0, description="weight of the passage reward, MiniLM cosine of a completion to the passages' mean "
         "embedding (the source text's embedding of an objective); 0 switches it off"
     )
+    reward_mode: Literal["outcome", "process", "both"] = Field(
+        "outcome", description="outcome: the reward terms pay each completion; process: each step is judged blind to "
+        "what follows and pays its own tokens (GRPO only; tune/process.py); both: the two advantages added")
+    process: ProcessConfig = Field(default_factory=ProcessConfig, description="steps and process advantages (see below)")
 
     # --- hack detectors ------------------------------------------------------------------
     on_hack: Literal["warn", "stop"] = Field(
@@ -213,7 +218,10 @@ class TuneConfig(BaseModel):
             raise ValueError("utility.weight > 0 needs utility.terminals: texts of what you want")
         if self.passage_weight and not self.passages:
             raise ValueError("passage_weight > 0 needs passages: texts (or @files) of what the completions should be about")
-        if not (self.constitution_weight or self.utility.weight or self.passage_weight or self.gold_reward.weight):
+        if self.reward_mode != "outcome" and self.algorithm != "grpo":
+            raise ValueError(f"reward_mode {self.reward_mode} needs algorithm: grpo (per-token advantages)")
+        if self.reward_mode == "outcome" and not (self.constitution_weight or self.utility.weight or self.passage_weight
+                                                  or self.gold_reward.weight):
             raise ValueError("nothing pays: set constitution_weight, utility.weight, passage_weight or "
                              "gold_reward.weight above 0")
         every = self.gold_reward.refit_every

@@ -35,6 +35,7 @@ from tether.rewards.gold import GoldReward
 from tether.rewards.paid import load_judges
 from tether.rewards.shaping import RewardShape, reference_baseline
 from tether.tune.config import TuneConfig
+from tether.tune.process import with_process
 from tether.tune.trainer import check_batch_splits, suppressed_ids, trl_config, vllm_args
 from tether.watch import spotcheck
 from tether.watch.callbacks import DetectorCallback, MonitorCallback, RewardTerm, StepPrinter
@@ -199,6 +200,12 @@ def reward_terms(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, 
             from tether.tune.refit import RefitCallback
 
             callbacks.append(RefitCallback(terms[-1].function, config, run))
+    if config.reward_mode != "outcome":  # each step judged blind to what follows (rewards/process.py)
+        from tether.rewards.process import ProcessReward
+
+        r = parts.reward  # the same judges, in a reward of its own: the monitors read parts.reward's last batch
+        steps = ConstitutionReward(r.evaluator, r.include_prompt, extra=r.extra, ensemble=r.ensemble, ensemble_lambda=r.ensemble_lambda)
+        terms.append(RewardTerm("process", 0.0, ProcessReward(steps.raw, config.process)))  # paid per token, not here
     if config.passage_weight:  # the source text's "embedding of an objective" (rewards/passage.py)
         from tether.rewards.passage import PassageReward
 
@@ -219,8 +226,9 @@ def build_trainer(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir,
     monitor = MonitorCallback(parts.reward, gold=parts.gold, run_dir=run, drift=parts.drift, terms=terms[1:],
                               constitution_weight=config.constitution_weight, shift=parts.shift,
                               spot_check=config.spot_check, seed=config.seed)
-    trainer_cls, trainer_args = trl_config(config, run, suppress=parts.suppress, vllm_args=inputs.vllm,
-                                           weights=[t.weight for t in terms])
+    weights = [0.0 if config.reward_mode == "process" else t.weight for t in terms]  # process: steps alone pay
+    trainer_cls, trainer_args = trl_config(config, run, suppress=parts.suppress, vllm_args=inputs.vllm, weights=weights)
+    trainer_cls, process = with_process(trainer_cls, config.reward_mode, terms)  # process | both: per-token advantages
     trainer = trainer_cls(
         model=parts.policy,
         reward_funcs=[t.function for t in terms],
@@ -231,6 +239,7 @@ def build_trainer(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir,
                                target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
         callbacks=[*([ValueStoreCallback(utility, run)] if utility else []), monitor, detector,
                    StepPrinter(config.steps), *callbacks],
+        **process,
     )
     trainer.remove_callback(PrinterCallback)  # StepPrinter shows each step instead of a raw dict
     trackers.trackers_last(trainer, run.path)  # so they see the metrics tether's callbacks add to each step's logs
