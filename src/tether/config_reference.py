@@ -13,6 +13,7 @@ from tether.corpus.config import MonitorLimits, SampleConfig, SftConfig
 from tether.defenses.embedding_kl import EmbeddingKLConfig
 from tether.defenses.utility import UtilityConfig
 from tether.judge.constitution import Constitution, Example, Principle
+from tether.rewards.process import ProcessConfig
 from tether.tune.config import GoldRewardConfig, JudgeSpec, TuneConfig
 from tether.watch.detectors import DetectorConfig
 from tether.watch.spotcheck import SpotCheckConfig
@@ -32,7 +33,7 @@ def constitution_reference() -> str:
 def tune_reference() -> str:
     return field_table([(TuneConfig, ""), (JudgeSpec, "judges[]."), (DetectorConfig, "detectors."), (SpotCheckConfig, "spot_check."),
                         (EmbeddingKLConfig, "embedding_kl."),
-                        (UtilityConfig, "utility."), (GoldRewardConfig, "gold_reward.")])
+                        (UtilityConfig, "utility."), (GoldRewardConfig, "gold_reward."), (ProcessConfig, "process.")])
 
 
 def experiment_reference() -> str:
