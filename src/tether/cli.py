@@ -227,7 +227,7 @@ def detect(
 @app.command()
 def label(
     sources: Annotated[list[str], typer.Argument(help="what to label: a run, blend sweep or corpus folder, or a JSONL of prompt + completion; PATH@step=21-30 (or @arm=base, @alpha=0.5) keeps a part")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the labels file (JSONL): each answer is appended as given; the same command resumes from it")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the labels file (JSONL): each answer is appended as given; the same command resumes from it")] = None,
     spec: Annotated[Path | None, typer.Option(help="label spec YAML: the questions asked (see examples/labels_cheerful.yaml); optional in compare mode")] = None,
     mode: Annotated[str, typer.Option(callback=lambda v: _one_of(v, ("label", "compare")), help="label: one sample at a time, yes/no/skip per question; compare: the first two sources' completions of one prompt, pick left/right/tie")] = "label",
     who: Annotated[str | None, typer.Option(help="who is labeling: written with each answer, seeds their order (default: the OS user name)")] = None,
@@ -235,15 +235,15 @@ def label(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open the page in the default browser")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="at most N samples (compare: N pairs), the same N for every person")] = None,
     seed: Annotated[int, typer.Option(help="seeds the subset, each person's order and the compare sides")] = 0,
+    pick_: Annotated[int | None, typer.Option("--pick", help="show only the N samples that teach the gold most (labels/pick.py)")] = None,
+    by: Annotated[str, typer.Option(help="--pick by: uncertain (gold least sure), disagree (judge vs gold), flagged (detector steps) or random")] = "uncertain",
+    gold: Annotated[Path | None, typer.Option(help="--pick: the gold folder whose P(yes) ranks the samples")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="--pick: write the picked samples to stdout as JSONL (prompt, completion, why, p_yes) instead of serving the page")] = False,
 ):
     """Serve a page on 127.0.0.1 where a person labels samples blind to their source; answers are saved as given."""
-    from tether.infra.checks import check_out
-    from tether.labels.server import Session, person, serve
-    from tether.labels.spec import load_spec
+    from tether.cli_label import label_command
 
-    check_out(out, (".jsonl",))
-    session = Session(sources, out, load_spec(spec) if spec is not None else None, mode, person(who), seed, limit)
-    serve(session, port=port, open_browser=open_browser)
+    label_command(sources, out, spec, mode, who, port, open_browser, limit, seed, pick_, by, gold, list_)
 
 
 # A person's labels against the judges: `tether agreement`, `tether gold fit|score` (in cli_gold.py).

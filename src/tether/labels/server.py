@@ -42,7 +42,7 @@ class Session:
     """One person's labeling session: the items or pairs in their order, and the labels file."""
 
     def __init__(self, sources: list[str | Path], out: str | Path, spec: LabelSpec | None, mode: str = "label",
-                 who: str = "", seed: int = 0, limit: int | None = None):
+                 who: str = "", seed: int = 0, limit: int | None = None, choose=None):
         if mode not in ("label", "compare"):
             raise TetherError(f"--mode {mode!r}: write label or compare")
         if mode == "label" and spec is None:
@@ -56,7 +56,9 @@ class Session:
         if str(self.labels.path.absolute()) in {i.source["file"] for items in read for i in items}:
             raise TetherError(f"{out}: --out is a SOURCE file; write the labels to another file")
         if mode == "label":
-            self.items: list[Item] = label_order([i for items in read for i in items], who, seed, limit)
+            pool = [i for items in read for i in items]
+            pool = choose(pool) if choose is not None else pool  # --pick: the samples that teach most
+            self.items: list[Item] = label_order(pool, who, seed, limit)
             self.by_id = {i.id: i for i in self.items}
         else:
             self.pairs: list[Pair] = compare_pairs(read[0], read[1], who, seed, limit)
