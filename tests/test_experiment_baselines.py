@@ -64,11 +64,14 @@ def test_a_registration_edited_afterwards_is_refused_and_changes_are_named(capsy
 
 def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analysed(grid):  # noqa: F811
     config, out, env = grid
-    _arms(config, BASELINES)
+    _arms(config, {**BASELINES, "reader": {"set": {"steps": 1, "judge_reads": "reply"}}})
     result = experiment(config, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {p.name for p in (out / "runs").iterdir()}
-    assert runs == {"plain-s0", "plain-s1", "prompted-s0", "best_of_3-s0"}  # a baseline on the base runs once
+    assert runs == {"plain-s0", "plain-s1", "prompted-s0", "best_of_3-s0", "reader-s0", "reader-s1"}  # baselines: once
+    other = json.loads((out / "runs/reader-s0/eval/result.json").read_text())["base"]
+    assert other.startswith("base-") and (out / other / "result.json").exists()  # judged as that arm judges: its own base
+    assert json.loads((out / "runs/plain-s1/eval/result.json").read_text())["base"] == "base"
 
     prompted = [json.loads(line) for line in (out / "runs/prompted-s0/eval/samples.jsonl").read_text().splitlines()]
     heldout = (config.parent / "heldout.txt").read_text().split("\n")
@@ -84,12 +87,13 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
     assert tuned["train_steps"] == 1 and tuned["train_tokens"] > 0 and tuned["inference_judged"] == 0
     summary = (out / "summary.md").read_text()
     assert "| best_of_3 | 0 | 0 | 0 |" in summary and "≤ " in summary  # the cost table; best-of-n's KL is a bound
+    assert f"| {other} | - |" in summary
 
     assert experiment(config, "--read", env=env).returncode == 0
     reading = out / "reading"
     key = json.loads((reading / "key.json").read_text())
     items = {json.loads(line)["item"]: json.loads(line) for line in (reading / "items.jsonl").read_text().splitlines()}
-    assert len(items) == 5 * 4  # base, plain x 2 seeds, prompted, best_of_3: 2 prompts x 2 draws each
+    assert len(items) == 7 * 4  # base, plain and reader x 2 seeds, prompted, best_of_3: 2 prompts x 2 draws each
     batches = sorted((reading / "batches").glob("*.jsonl"))
     for batch in batches:
         rows = [json.loads(line) for line in batch.read_text().splitlines()]
@@ -97,7 +101,7 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
         own = [key["reads"][r["read"]]["item"] for r in rows if "read" in r and not key["reads"][r["read"]]["reread"]]
         for prompt in {items[i]["prompt"] for i in own}:  # every source of a batch's prompts is in that batch
             assert {items[i]["source"]["arm"] for i in own if items[i]["prompt"] == prompt} == {
-                "base", "plain", "prompted", "best_of_3"}
+                "base", "plain", "prompted", "best_of_3", "reader"}
         shown = [key["pairs"][r["pair"]][side] for r in rows if "pair" in r for side in ("left", "right")]
         assert shown and len(shown) == len(set(shown))  # no text in two pairs
     (reading / "answers" / f"{batches[0].stem}.jsonl").write_text('{"read": "99-999", "good": "yes"}\n')
@@ -141,3 +145,26 @@ def test_the_cluster_bootstrap_pairs_arms_and_resamples_prompts():
     assert 0.05 < high - low < 0.4  # a real interval: prompts resampled
     assert np.all(np.isfinite(boots["b"]))
     assert holm({"x": 0.01, "y": 0.04, "z": 0.03}) == pytest.approx({"x": 0.03, "y": 0.06, "z": 0.06})
+
+
+def test_evaluation_judges_as_training_did_and_keys_the_base_by_judging(tiny_model_dir, examples_dir, tmp_path):
+    from types import SimpleNamespace
+
+    from tether.defenses.sweep import train_judge
+    from tether.experiment.evaluate import judging_key
+    from tether.judge.evaluator import Evaluator
+    from tether.tune.config import TuneConfig
+
+    common = {"policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir),
+              "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
+              "output_dir": str(tmp_path / "run")}
+    story, reply = TuneConfig(**common), TuneConfig(**common, judge_reads="reply")
+    evaluator = Evaluator(str(tiny_model_dir), str(examples_dir / "cheerful.yaml"))
+    judges = SimpleNamespace(judge=evaluator)
+    prompts, completions = ["The dog ran.", "It rained."], [" We laughed!", " Sad."]
+    np.testing.assert_allclose(train_judge(story, judges)(prompts, completions),
+                               evaluator.score([p + c for p, c in zip(prompts, completions)]).total(), atol=1e-5)
+    np.testing.assert_allclose(train_judge(reply, judges)(prompts, completions), evaluator.score(completions).total(),
+                               atol=1e-5)  # judge_reads: reply -> the evaluation reads the reply alone, as training did
+    assert judging_key(story) != judging_key(reply)
+    assert judging_key(story) == judging_key(TuneConfig(**common, learning_rate=0.5, steps=3))  # training alone: one base

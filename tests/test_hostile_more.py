@@ -92,7 +92,7 @@ MORE = [
         files=run_dir(),
     ),
     # --- tether label ------------------------------------------------------------------------------------
-    Case("label-no-out", ["label", "pc.jsonl", "--spec", "s.yaml"], "tether label: Missing option '--out'", files=LS),
+    Case("label-no-out", ["label", "pc.jsonl", "--spec", "s.yaml"], "--out FILE.jsonl: where the answers go", files=LS),
     Case(
         "label-no-spec",
         ["label", "pc.jsonl", "-o", "o.jsonl"],

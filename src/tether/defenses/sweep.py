@@ -115,6 +115,7 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
                                                                    completions, seed)
     blend = Blend(tuned, base or settings.policy_model, settings.device, settings.trust_remote_code)
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
+    judges.train = train_judge(settings, judges)
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
                     suppress_special_tokens=settings.suppress_special_tokens)
     drift = drift_reference(settings, blend, gen, prompt_list, out)
@@ -200,12 +201,20 @@ def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, j
     return {"alpha": blend.alpha, **score_drawn(drawn, settings, judges, drift)}, drawn
 
 
+def train_judge(settings, judges):
+    """The run's train judge as training read it (its judges, ensemble, judge_reads), on the judges' loaded model."""
+    from tether.rewards.paid import load_train_judge
+
+    return load_train_judge(settings, {settings.judge_model: (judges.judge.model, judges.judge.tokenizer)}).raw
+
+
 def score_drawn(drawn: list[dict], settings, judges, drift) -> dict:
-    """Each draw judged in place (train judge, gold, drift); returns the means, the monitors and the trips."""
+    """Each draw judged in place (the run's train judge as training read it, gold, drift); returns the means, the
+    monitors and the trips. `judges.train`: (prompts, completions) -> combined log-odds (`train_judge`)."""
     from tether.watch.metrics import batch_values
 
     prompts, texts = [d["prompt"] for d in drawn], [d["completion"] for d in drawn]
-    for d, score in zip(drawn, judges.judge.score([p + c for p, c in zip(prompts, texts)]).total()):
+    for d, score in zip(drawn, judges.train(prompts, texts)):
         d["train"] = float(score)
     if judges.gold is not None:  # a constitution (on prompt + completion, as the train judge) or a fitted gold folder
         for d, score in zip(drawn, judges.gold.score(prompts, texts)):

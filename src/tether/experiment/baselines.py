@@ -78,7 +78,7 @@ def _logprobs(model, prefix: list[int], ids: list[int], positions: int) -> torch
 def evaluate_baseline(config: ExperimentConfig, arm: str, seed: int, out: Path) -> dict:
     """Sample, pick and judge a baseline arm; writes out/samples.jsonl and out/result.json as `evaluate` does."""
     from tether.defenses.blend import Blend, find_tuned
-    from tether.defenses.sweep import drift_reference, score_drawn
+    from tether.defenses.sweep import drift_reference, score_drawn, train_judge
     from tether.experiment.config import tune_config
     from tether.experiment.evaluate import MEASURES, gold_key, score_golds
     from tether.infra.generate import Generator
@@ -108,6 +108,7 @@ def evaluate_baseline(config: ExperimentConfig, arm: str, seed: int, out: Path) 
     for i, prompt in enumerate(progress.track(prompts, f"{arm}: sampling", total=len(prompts))):
         drawn += _draw(config, choice, policy, gen, settings, reward, i, prompt)
     judges = Judges(settings, settings.constitution)
+    judges.train = train_judge(settings, judges)
     row = score_drawn(drawn, settings, judges, drift)
     score_golds(config, settings, drawn)
     for i, d in enumerate(drawn):

@@ -141,13 +141,45 @@ def choose_best(run_dir: Path) -> tuple[Path | None, float, dict]:
     return saved[1], 1.0, {"model": saved[1].name, "model_step": saved[0], "first_trip": trip}
 
 
-def evaluate_base(config: ExperimentConfig, any_run: Path) -> dict:
-    """The untuned model, measured as every run is (A = 0 of any finished run's blend), once."""
-    base = config.output_dir / "base"
-    if (base / "result.json").exists():
-        return json.loads((base / "result.json").read_text())
+def judging_key(settings) -> str:
+    """What decides a base row's samples and scores: the policy's sampling, the judges and how they read, the gold,
+    the embedder. Runs whose keys match share one base evaluation."""
+    import hashlib
+
+    def digest(path) -> str | None:
+        if path is None:
+            return None
+        path = Path(path)
+        path = path / "gold.json" if path.is_dir() else path
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
+
+    fields = {k: getattr(settings, k, None) for k in ("policy_model", "temperature", "max_completion_tokens",
+                                                       "suppress_special_tokens", "base_samples_per_prompt", "judge_model",
+                                                       "judge_reads", "ensemble", "ensemble_lambda", "gold_model",
+                                                       "gold_debias", "embedder")}
+    fields.update({"constitution": digest(settings.constitution), "gold": digest(settings.gold_constitution),
+                   "judges": [(j.model, digest(j.constitution)) for j in settings.judges]})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def evaluate_base(config: ExperimentConfig, any_run: Path) -> tuple[dict, str]:
+    """The untuned model, measured as every run is (A = 0 of a finished run's blend), once per judging key:
+    (its result, its folder's name: `base`, or `base-KEY` for runs judged otherwise than the first)."""
+    from tether.infra.rundir import RunDir
+    from tether.tune.config import TuneConfig
+
+    key = judging_key(RunDir(any_run).settings(TuneConfig, output_dir=any_run))
     config.output_dir.mkdir(parents=True, exist_ok=True)
     with jsonl.locked(config.output_dir, ".base.lock"):
-        if (base / "result.json").exists():  # measured by another worker while this one waited
-            return json.loads((base / "result.json").read_text())
-        return evaluate(config, any_run, 0.0, base)
+        first = config.output_dir / "base"
+        known = json.loads((first / "judging.json").read_text())["key"] if (first / "judging.json").exists() else None
+        if known is None and (first / "result.json").exists():  # measured before keys were kept: claimed by this run's
+            atomic.write_json(first / "judging.json", {"key": key})
+            known = key
+        name = "base" if known in (None, key) else f"base-{key}"
+        folder = config.output_dir / name
+        if (folder / "result.json").exists():
+            return json.loads((folder / "result.json").read_text()), name
+        result = evaluate(config, any_run, 0.0, folder)
+        atomic.write_json(folder / "judging.json", {"key": key})
+        return result, name

@@ -53,6 +53,12 @@ def collect(config: ExperimentConfig) -> tuple[list[dict], dict | None]:
     return rows, base
 
 
+def bases(config: ExperimentConfig) -> dict[str, dict]:
+    """Every base evaluation by folder name: `base`, and `base-KEY` for runs judged otherwise (evaluate_base)."""
+    return {f.name: json.loads((f / "result.json").read_text()) for f in sorted(config.output_dir.glob("base*"))
+            if (f / "result.json").exists()}
+
+
 def win_rates(config: ExperimentConfig) -> dict[str, Estimate]:
     """Per arm: how often a person preferred its sample to the base's (compare/labels.jsonl), ties half."""
     counts: dict[str, list[int]] = {}
@@ -99,8 +105,9 @@ def _table(config: ExperimentConfig, rows: list[dict], base: dict | None) -> str
              "t over seeds). The first gold ranks the arms.", ""]
     header = ["arm", "runs done"] + [t for _, t in cols]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    if base is not None:
-        lines.append("| base | - | " + " | ".join(f"{base[k]:+.3f}" if k in base else "-" for k, _ in cols) + " |")
+    measured = bases(config)
+    for name, b in measured.items():
+        lines.append(f"| {name} | - | " + " | ".join(f"{b[k]:+.3f}" if k in b else "-" for k, _ in cols) + " |")
     for arm in config.arms:
         runs = [by[arm, s] for s in config.arm_seeds(arm) if by[arm, s]["status"] == "done"]
         cells = [mean_ci([r.get(k, np.nan) for r in runs]).text() for k, _ in cols]
@@ -110,7 +117,8 @@ def _table(config: ExperimentConfig, rows: list[dict], base: dict | None) -> str
                   "|" + "---|" * (len(cols) + 1)]
         for arm in config.arms:
             runs = [by[arm, s] for s in config.arm_seeds(arm) if by[arm, s]["status"] == "done"]
-            cells = [paired([r.get(k, np.nan) for r in runs], [base.get(k, np.nan)] * len(runs)).text() for k, _ in cols]
+            own = [measured.get(r.get("base", "base"), base) for r in runs]  # the base judged as the run was
+            cells = [paired([r.get(k, np.nan) for r in runs], [b.get(k, np.nan) for b in own]).text() for k, _ in cols]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if len(config.arms) > 1:
         lines += ["", f"## Paired against `{reference}` (same seeds)", "", "| arm | " + " | ".join(t for _, t in cols) + " |",

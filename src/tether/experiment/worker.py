@@ -54,9 +54,9 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
         model, alpha, chosen = choose_best(tuned)
     if choice.of is not None:
         chosen["of"] = choice.of
-    evaluate_base(config, tuned)
+    _, base = evaluate_base(config, tuned)
     result = evaluate(config, tuned, alpha, own / "eval", model=model, chosen=chosen)
-    result.update(tuned_cost(tuned, result))
+    result.update({**tuned_cost(tuned, result), "base": base})  # the base row judged as this run is
     atomic.write_json(own / "eval" / "result.json", result)
     return result
 

@@ -35,6 +35,21 @@ def load_judges(config, constitutions: list, loaded: dict) -> list:
     return out
 
 
+def load_train_judge(config, loaded: dict | None = None, shaped: bool = False):
+    """The config's constitution judge as training reads it: its judges, `ensemble`, `judge_reads` and, when
+    `shaped`, `reward_shape` (a `ConstitutionReward`; `.raw(prompts, completions)` gives the combined log-odds).
+    `loaded`: name -> (model, tokenizer) already in memory."""
+    from tether.judge.constitution import load_constitution
+    from tether.rewards.constitution import ConstitutionReward
+    from tether.rewards.shaping import RewardShape
+
+    constitutions = [load_constitution(config.constitution), *(load_constitution(j.constitution) for j in config.judges)]
+    judge, *more = load_judges(config, constitutions, loaded if loaded is not None else {})
+    return ConstitutionReward(judge, include_prompt=config.judge_reads == "conversation", extra=more,
+                              ensemble=config.ensemble, ensemble_lambda=config.ensemble_lambda,
+                              shape=RewardShape(config.reward_shape) if shaped else None)
+
+
 def check_scorable(config, where: str) -> None:
     """Refuse, before any model loads, a reward that cannot score one text alone."""
     stateful = [name for name, on in (("embedding_kl", config.embedding_kl.coef), ("utility", config.utility.weight),
@@ -62,21 +77,13 @@ class PaidReward:
 
 def load_reward(config, where: str = "reward") -> PaidReward:
     """The config's reward, with its weights (terms of weight 0 are not loaded)."""
-    from tether.judge.constitution import load_constitution
     from tether.labels.gold_judge import GoldSpec, check_gold, load_gold
-    from tether.rewards.constitution import ConstitutionReward
     from tether.rewards.gold import GoldReward
-    from tether.rewards.shaping import RewardShape
 
     check_scorable(config, where)
     terms, loaded = [], {}
     if config.constitution_weight:
-        constitutions = [load_constitution(config.constitution), *(load_constitution(j.constitution) for j in config.judges)]
-        judge, *more = load_judges(config, constitutions, loaded)
-        reward = ConstitutionReward(judge, include_prompt=config.judge_reads == "conversation", extra=more,
-                                    ensemble=config.ensemble, ensemble_lambda=config.ensemble_lambda,
-                                    shape=RewardShape(config.reward_shape))
-        terms.append(("constitution", config.constitution_weight, reward))
+        terms.append(("constitution", config.constitution_weight, load_train_judge(config, loaded, shaped=True)))
     if config.gold_reward.weight:
         paths = [config.gold_reward.path, *config.gold_reward.also]
         golds = [load_gold(GoldSpec.of(config, p), check_gold(p, config.device), shared=loaded.get(config.judge_model))
