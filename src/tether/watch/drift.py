@@ -35,7 +35,8 @@ def sample_base(model, tokenizer, prompts: Sequence, n: int, max_new_tokens: int
         with torch.inference_mode():
             generated = model.generate(
                 ids.repeat(n, 1), attention_mask=torch.ones(n, ids.shape[1], dtype=torch.long, device=model.device),
-                do_sample=True,
+                do_sample=True, top_k=0, top_p=1.0,  # as TRL samples the policy: transformers' default top_k 50
+                # would draw the reference from a narrower distribution, and the shift test would fire on the difference
                 temperature=temperature, max_new_tokens=max_new_tokens, suppress_tokens=suppress,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
             )
