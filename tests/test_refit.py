@@ -87,7 +87,12 @@ def test_the_gold_reward_is_refit_on_a_persons_answers(tmp_path, tiny_model_dir,
 
     tune = TuneConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))
     prompts, texts = ["Story 1 began."] * 2, ["a happy day with friends", "sad rain"]
-    for step, expected in ((0, None), (1, 1), (2, 2)):
+    paid = [e["round"] for e in refits if e["replaced"]]  # a refit pays only when it predicts its round better
+    for e in refits:
+        assert e["n"] == 4 and e["recent_weight"] == 3.0 and e["replaced"] == (e["loss_after"] < e["loss_before"])
+        assert ("gold" in e) == e["replaced"] and ("kept" in e) != e["replaced"]
+    for step, expected in ((0, None), (1, max([r for r in paid if r <= 1], default=None)),
+                           (2, max([r for r in paid if r <= 2], default=None))):
         original, also = object(), object()
         reward = GoldReward([original, also])
         callback = RefitCallback(reward, tune, RunDir(run))
@@ -122,3 +127,30 @@ def test_refit_needs_its_spot_check(tmp_path, tiny_model_dir, examples_dir, caps
         "constitution": str(examples_dir / "cheerful.yaml"), "prompts": str(examples_dir / "prompts.txt"),
         "gold_reward": {"path": str(examples_dir / "fluent.yaml"), "weight": 1.0, "refit_every": 3}}))
     one_line_error(capsys, ["tune", str(config)], "needs the spot check")
+
+
+def test_a_refit_is_judged_on_its_rounds_answers_and_weighs_the_runs_labels(tmp_path):
+    from types import SimpleNamespace
+
+    from tether.infra.rundir import RunDir
+    from tether.tune.refit import RefitCallback
+
+    callback = RefitCallback.__new__(RefitCallback)
+    callback.run = RunDir(tmp_path)
+    queue = str(tmp_path / "spotcheck.jsonl")
+    sources = [{"file": queue, "step": 5, "prompt": "p", "completion": c} for c in ("a", "b")]
+    sources += [{"file": queue, "step": 4, "prompt": "p", "completion": "c"}, {"file": "start", "prompt": "p", "completion": "d"}]
+    callback.reward = SimpleNamespace(golds=[SimpleNamespace(score=lambda prompts, texts: np.array([4.0, -4.0]))])
+    held = callback._held_out([0.1, 0.2, 9.0, 9.0], sources, [True, False, True, True], step=5)
+    assert held["n"] == 2 and held["auc_before"] == 1.0 and held["auc_after"] == 0.0  # only step 5's answers
+    assert held["loss_before"] < held["loss_after"]  # the paid gold predicts them better: the refit is not paid
+
+    start = LabelsFile(tmp_path / "l.jsonl")
+    for i in range(16):
+        prompt, completion = f"Story {i % 8} began.", ("a happy day with friends" if i % 2 else "sad cold rain") + f" {i}"
+        item = Item(item_id(tmp_path / "l.jsonl", prompt, completion), prompt, completion, {"file": queue if i < 4 else "s"})
+        start.add_label(item, "good", "yes" if (i % 2) != (i < 4) else "no", "ana")  # the run's 4 answers disagree
+    plain = fit_gold(start.path, "good", "minilm", folds=3)
+    weighed = fit_gold(start.path, "good", "minilm", folds=3, weight=lambda s: 8.0 if s["file"] == queue else 1.0,
+                       keep_oof=True)
+    assert weighed["coef"] != plain["coef"] and len(weighed["oof"]) == len(weighed["oof_labels"]) == 16

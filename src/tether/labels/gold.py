@@ -31,11 +31,10 @@ import numpy as np
 from tether.errors import TetherError
 from tether.infra.texts import prompt_hash
 from tether.labels.agreement import RESAMPLES, auc, auc_ci, read_labels
+from tether.labels.gold_fit import CS, INNER_FOLDS, _fit, choose_c, cross_validate  # noqa: F401  (named here too)
 from tether.labels.gold_readme import readme
 
 FORMAT = "tether-gold/1"
-CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # a log grid: the inner CV picks the regularization
-INNER_FOLDS = 3  # inside each outer fold's train side: few labels, so few folds
 MAX_HIDDEN_TOKENS = 512  # a text's first tokens for `hidden:` features; the pooled mean settles long before
 FILES = ("gold.json", "README.md")
 
@@ -109,55 +108,13 @@ def _hidden(model_name: str, texts: list[str], device: str, batch_size: int = 16
 # --- fitting --------------------------------------------------------------------------
 
 
-def _fit(X: np.ndarray, y: np.ndarray, C: float):
-    """Standardize, then an L2 logistic regression; returns (scaler, model)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(X)
-    # liblinear's dual solver: with fewer labels than features (the usual case) it is ~10x faster than lbfgs
-    model = LogisticRegression(C=C, solver="liblinear", dual=len(y) < X.shape[1], max_iter=5000, random_state=0)
-    return scaler, model.fit(scaler.transform(X), y)
-
-
-def _splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int):
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    return list(StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
-
-
-def choose_c(X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 0) -> float:
-    """The C of `CS` with the best mean AUC over grouped inner folds (ties: the stronger regularization)."""
-    if min(y.sum(), (~y).sum(), len(set(groups))) < INNER_FOLDS:
-        return 1.0  # too few to split again: sklearn's default
-    splits = [(a, b) for a, b in _splits(y, groups, INNER_FOLDS, seed) if 0 < y[b].sum() < len(b) and 0 < y[a].sum() < len(a)]
-    if not splits:
-        return 1.0
-    means = []
-    for C in CS:
-        aucs = []
-        for train, test in splits:
-            scaler, model = _fit(X[train], y[train], C)
-            aucs.append(auc(model.decision_function(scaler.transform(X[test])), y[test]))
-        means.append(np.mean(aucs))
-    return CS[int(np.argmax(means))]  # argmax takes the first best: the smallest C
-
-
-def cross_validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 0):
-    """Out-of-fold log-odds for every item (folds grouped by prompt, C chosen inside each), fold AUCs, fold Cs."""
-    oof, fold_aucs, chosen = np.zeros(len(y)), [], []
-    for k, (train, test) in enumerate(_splits(y, groups, folds, seed)):
-        C = choose_c(X[train], y[train], groups[train], seed + k + 1)
-        scaler, model = _fit(X[train], y[train], C)
-        oof[test] = model.decision_function(scaler.transform(X[test]))
-        fold_aucs.append(auc(oof[test], y[test]))
-        chosen.append(C)
-    return oof, fold_aucs, chosen
-
-
 def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: int = 5, seed: int = 0,
-             who: str | None = None, device: str = "auto", trust_remote_code: bool = False) -> dict:
-    """Fit on every item, after a grouped cross-validation; returns the gold's metadata (gold.json)."""
+             who: str | None = None, device: str = "auto", trust_remote_code: bool = False, weight=None,
+             keep_oof: bool = False) -> dict:
+    """Fit on every item, after a grouped cross-validation; returns the gold's metadata (gold.json).
+
+    `weight(source) -> float` weighs each label in the fits (default 1); `keep_oof` adds `oof` (each label's
+    out-of-fold log-odds), `oof_sources` and `oof_labels` to the result, to compare golds on held-out labels."""
     check_features(kind)
     if folds < 2:
         raise TetherError(f"--folds {folds}: cross-validation needs at least 2 folds")
@@ -172,11 +129,13 @@ def fit_gold(labels_path: str | Path, label: str, kind: str = "minilm", folds: i
         raise TetherError(f"{labels.path}: {label!r} has {n_yes} yes, {n_no} no answers on {n_prompts} prompts; "
                           f"--folds {folds} needs at least {folds} of each (label more, or lower --folds)")
     X = features(kind, prompts, [s["completion"] for s in sources], device, trust_remote_code)
-    oof, fold_aucs, chosen = cross_validate(X, y, groups, folds, seed)
-    C = choose_c(X, y, groups, seed)
-    scaler, model = _fit(X, y, C)
+    w = np.array([weight(s) for s in sources], dtype=float) if weight is not None else None
+    oof, fold_aucs, chosen = cross_validate(X, y, groups, folds, seed, w)
+    C = choose_c(X, y, groups, seed, w)
+    scaler, model = _fit(X, y, C, w)
     cv_auc = auc(oof, y)
-    return {
+    kept = {"oof": oof.tolist(), "oof_sources": sources, "oof_labels": y.tolist()} if keep_oof else {}
+    return {**kept,
         "format": FORMAT, "label": label, "features": kind,
         "feature_parts": ["completion", "prompt", "completion*prompt", "cosine(completion, prompt)"],
         "model": "logistic regression (L2, liblinear) on standardized features", "C": C, "Cs": list(CS),

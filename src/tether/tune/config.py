@@ -41,6 +41,8 @@ class GoldRewardConfig(BaseModel):
     refit_label: str = Field("good", description="the question the refit gold predicts")
     refit_features: str = Field("minilm", description="the refit gold's features: minilm or hidden:MODEL")
     refit_wait: float = Field(3600.0, gt=0, description="seconds to wait for the answers before skipping a round")
+    refit_recent_weight: float = Field(3.0, ge=1, description="each answer given during the run weighs this many "
+                                       "starting labels in a refit: the policy's current texts count most")
 
     @model_validator(mode="after")
     def _path_when_weighted(self):

@@ -14,6 +14,13 @@ logistic regression on text features) and pays it from the next step on. Each ro
 a `refit` event with the labels it cost, so a reader of the run can see what each gold knew.
 A round whose answers do not arrive in time is skipped with a warning: a run is never stuck.
 A resumed run pays the gold of the last round at or before the step it resumes from.
+
+Refits that count: the regularization is chosen by grouped cross-validation (labels/gold_fit.py); each
+answer given during the run weighs `refit_recent_weight` starting labels (the policy's current texts
+count most); and the new gold replaces the paid one only when it predicts this round's answers, which
+the paid gold never saw, better: its out-of-fold log-loss on them below the paid gold's. The event
+records both losses (and AUCs when the round has both answers) and whether the gold was replaced;
+a gold that lost is kept in its round folder, never paid.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ class RefitCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         """On resume, the gold the run was paying at its checkpoint: the last round refit at or before that step."""
-        rounds = [e for e in jsonl.read(self.run.path / "events.jsonl")
-                  if e.get("event") == "refit" and e["step"] <= state.global_step]
+        rounds = [e for e in jsonl.read(self.run.path / "events.jsonl")  # the refits that replaced the paid gold
+                  if e.get("event") == "refit" and e["step"] <= state.global_step and "gold" in e]
         if rounds:
             last = rounds[-1]
             self._pay(self.run.path / last["gold"])
@@ -92,7 +99,7 @@ class RefitCallback(TrainerCallback):
                     if r.get("kind") == "label" and r.get("question") == label and r.get("answer") in ("yes", "no")}
         return sum((r["step"], r["prompt"], r["completion"]) not in answered for r in queued)
 
-    def _refit(self, step: int, label: str) -> str:
+    def _refit(self, step: int, label: str) -> str | None:
         from tether.labels.gold import fit_gold, save_gold
 
         self.rounds += 1
@@ -101,13 +108,47 @@ class RefitCallback(TrainerCallback):
         start = [r for path in self.config.gold_reward.refit_labels for r in jsonl.read(path)]
         theirs = list(jsonl.read(self.run.path / spotcheck.LABELS))
         jsonl.rewrite(folder / "labels.jsonl", start + theirs)
+        recent = self.config.gold_reward.refit_recent_weight
         meta = fit_gold(folder / "labels.jsonl", label, self.config.gold_reward.refit_features,
-                        device=self.config.device, trust_remote_code=self.config.trust_remote_code)
+                        device=self.config.device, trust_remote_code=self.config.trust_remote_code,
+                        weight=lambda s: recent if self._is_run_label(s) else 1.0, keep_oof=True)
+        held = self._held_out(meta.pop("oof"), meta.pop("oof_sources"), meta.pop("oof_labels"), step)
         save_gold(meta, folder / "gold", force=True)
-        self._pay(folder / "gold")
+        replaced = held["loss_after"] < held["loss_before"] if held["n"] else True
+        gold = str(Path("refit") / f"round-{self.rounds}" / "gold")
+        if replaced:
+            self._pay(folder / "gold")
         new = sum(1 for r in theirs if r.get("kind") == "label" and r.get("question") == label)
         self.run.event("refit", step=step, round=self.rounds, labels=meta["n"], person_labels=new,
-                       cv_auc=meta["cv"]["auc"], gold=str(Path("refit") / f"round-{self.rounds}" / "gold"))
-        progress.console.print(f"step {step}: gold reward refit (round {self.rounds}) on {meta['n']} labels, "
-                               f"{new} of them this run's; cross-validated AUC {meta['cv']['auc']:.2f}", highlight=False)
-        return str(Path("refit") / f"round-{self.rounds}" / "gold")
+                       cv_auc=meta["cv"]["auc"], C=meta["C"], recent_weight=recent, replaced=replaced, **held,
+                       **({"gold": gold} if replaced else {"kept": gold}))
+        verdict = "paid from the next step" if replaced else "kept, not paid: the previous gold predicts them better"
+        progress.console.print(f"step {step}: gold refit (round {self.rounds}) on {meta['n']} labels, {new} of them "
+                               f"this run's; on this round's {held['n']} answers, log-loss {held['loss_before']:.3f} -> "
+                               f"{held['loss_after']:.3f}: {verdict}", highlight=False, soft_wrap=True)
+        return gold if replaced else None
+
+    def _is_run_label(self, source: dict) -> bool:
+        """An answer given during this run (to its spot check), not one of the starting labels."""
+        return Path(str(source.get("file", ""))).resolve() == (self.run.path / spotcheck.QUEUE).resolve()
+
+    def _held_out(self, oof: list[float], sources: list[dict], labels: list[bool], step: int) -> dict:
+        """The paid gold against the refit's out-of-fold scores on this round's answers (the paid gold never saw
+        them): mean log-loss each, and AUC when both answers occur."""
+        import numpy as np
+
+        from tether.labels.agreement import auc
+
+        rows = [i for i, s in enumerate(sources) if self._is_run_label(s) and s.get("step") == step]
+        if not rows:
+            return {"n": 0, "loss_before": float("nan"), "loss_after": float("nan")}
+        y = np.array([labels[i] for i in rows], dtype=bool)
+        before = np.asarray(self.reward.golds[0].score([sources[i].get("prompt") or "" for i in rows],
+                                                       [sources[i]["completion"] for i in rows]), dtype=float)
+        after = np.asarray([oof[i] for i in rows], dtype=float)
+        sign = np.where(y, 1.0, -1.0)
+        out = {"n": len(rows), "loss_before": float(np.mean(np.logaddexp(0, -sign * before))),
+               "loss_after": float(np.mean(np.logaddexp(0, -sign * after)))}
+        if 0 < y.sum() < len(y):
+            out.update({"auc_before": float(auc(before, y)), "auc_after": float(auc(after, y))})
+        return out
