@@ -9,7 +9,6 @@ experiment under a lock, so runs side by side do not measure it twice.
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -49,16 +48,9 @@ def check_golds(config: ExperimentConfig) -> None:
 
 
 def _callable(spec: str):
-    parts = spec.split(":")
-    if len(parts) != 3 or not all(parts[1:]):
-        raise TetherError(f"golds: {spec!r}: write python:MODULE:FUNCTION")
-    try:
-        function = getattr(importlib.import_module(parts[1]), parts[2])
-    except (ImportError, AttributeError) as e:
-        raise TetherError(f"golds: {spec!r}: {e}") from None
-    if not callable(function):
-        raise TetherError(f"golds: {spec!r}: not callable")
-    return function
+    from tether.infra.callables import python_callable
+
+    return python_callable(spec, "golds")
 
 
 def score_golds(config: ExperimentConfig, settings, samples: list[dict]) -> None:

@@ -18,7 +18,6 @@ was a step still belongs to one (a token's step is where its characters are).
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 from dataclasses import dataclass
 
@@ -101,13 +100,6 @@ def _segmenter():
 
 
 def _function(how: str):
-    parts = how.split(":")
-    if len(parts) != 3 or not all(parts[1:]):
-        raise TetherError(f"steps {how!r}: write python:MODULE:FUNCTION")
-    try:
-        function = getattr(importlib.import_module(parts[1]), parts[2])
-    except (ImportError, AttributeError) as e:
-        raise TetherError(f"steps {how!r}: {e}") from None
-    if not callable(function):
-        raise TetherError(f"steps {how!r}: not callable")
-    return function
+    from tether.infra.callables import python_callable
+
+    return python_callable(how, "steps")
