@@ -167,3 +167,31 @@ def test_run_alone_audits_a_capped_spread_of_base_samples(monkeypatch, tmp_path,
     ev = Evaluator(tiny_gemma, constitution(), tokenizer=tiny_tokenizer, with_negations=True)
     report = habits.audit_all(ev, None, read_run(write_run(tmp_path / "run")), top=1)
     assert report.n_texts == 3 and report.source.startswith("base samples of") and len(report.habits.habits) == 1
+
+
+def test_audit_run_judges_as_the_run_read_its_texts(tmp_path):
+    """A run with judge_reads: reply was paid on the reply alone: `audit --run` prices its habits the same way."""
+    from tether.judge.audit import run_audit
+    from tether.judge.habits import read_run, run_habits
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "samples.jsonl").write_text("".join(json.dumps({"step": s, "prompt": "Prompt.", "completion": " yes yes"}) + "\n"
+                                               for s in (1, 2, 3)))
+    (run / "base_samples.jsonl").write_text(json.dumps({"prompt": "Prompt.", "completions": [" a day", " rain"]}) + "\n")
+
+    class Spy:
+        def score(self, texts, show_progress=False):
+            self.texts = list(texts)
+            raise StopIteration
+
+    for reads, shown in (("reply", False), ("conversation", True)):
+        (run / "config.yaml").write_text(f"judge_reads: {reads}\n")
+        texts = read_run(run)
+        assert texts.include_prompt is shown
+        for call in (lambda spy, texts=texts: run_habits(spy, texts), lambda spy, texts=texts: run_audit(
+                spy, [" a day"], prompts=["Prompt."], include_prompt=texts.include_prompt)):
+            spy = Spy()
+            with pytest.raises(StopIteration):
+                call(spy)
+            assert all(t.startswith("Prompt.") == shown for t in spy.texts)

@@ -64,14 +64,14 @@ def test_a_registration_edited_afterwards_is_refused_and_changes_are_named(capsy
 
 def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analysed(grid):  # noqa: F811
     config, out, env = grid
-    _arms(config, {**BASELINES, "reader": {"set": {"steps": 1, "judge_reads": "reply"}}})
+    _arms(config, {**BASELINES, "reader": {"set": {"steps": 1, "judge_reads": "reply"}}}, seeds=[0])  # one: CI time
     result = experiment(config, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {p.name for p in (out / "runs").iterdir()}
-    assert runs == {"plain-s0", "plain-s1", "prompted-s0", "best_of_3-s0", "reader-s0", "reader-s1"}  # baselines: once
+    assert runs == {"plain-s0", "prompted-s0", "best_of_3-s0", "reader-s0"}
     other = json.loads((out / "runs/reader-s0/eval/result.json").read_text())["base"]
     assert other.startswith("base-") and (out / other / "result.json").exists()  # judged as that arm judges: its own base
-    assert json.loads((out / "runs/plain-s1/eval/result.json").read_text())["base"] == "base"
+    assert json.loads((out / "runs/plain-s0/eval/result.json").read_text())["base"] == "base"
 
     prompted = [json.loads(line) for line in (out / "runs/prompted-s0/eval/samples.jsonl").read_text().splitlines()]
     heldout = (config.parent / "heldout.txt").read_text().split("\n")
@@ -93,7 +93,7 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
     reading = out / "reading"
     key = json.loads((reading / "key.json").read_text())
     items = {json.loads(line)["item"]: json.loads(line) for line in (reading / "items.jsonl").read_text().splitlines()}
-    assert len(items) == 7 * 4  # base, plain and reader x 2 seeds, prompted, best_of_3: 2 prompts x 2 draws each
+    assert len(items) == 5 * 4  # base, plain, reader, prompted, best_of_3: 2 prompts x 2 draws each
     batches = sorted((reading / "batches").glob("*.jsonl"))
     for batch in batches:
         rows = [json.loads(line) for line in batch.read_text().splitlines()]
@@ -168,3 +168,16 @@ def test_evaluation_judges_as_training_did_and_keys_the_base_by_judging(tiny_mod
                                atol=1e-5)  # judge_reads: reply -> the evaluation reads the reply alone, as training did
     assert judging_key(story) != judging_key(reply)
     assert judging_key(story) == judging_key(TuneConfig(**common, learning_rate=0.5, steps=3))  # training alone: one base
+
+
+def test_a_baseline_on_the_base_runs_once_and_one_on_an_arm_every_seed(grid, monkeypatch):  # noqa: F811
+    from tether.experiment.config import load_experiment
+
+    config, out, env = grid
+    monkeypatch.syspath_prepend(str(config.parent))
+    _arms(config, {**BASELINES, "tuned_prompted": {"kind": "prompted", "instruction": "Be glad.", "model": "plain"}})
+    settings = load_experiment(config)
+    assert settings.runs() == [("plain", 0), ("prompted", 0), ("best_of_3", 0), ("tuned_prompted", 0),
+                               ("plain", 1), ("tuned_prompted", 1)]
+    assert settings.needs("tuned_prompted") == "plain" and settings.needs("prompted") is None
+    assert settings.tuned_dir("tuned_prompted", 1) == settings.run_dir("plain", 1)

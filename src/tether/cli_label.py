@@ -16,6 +16,8 @@ def label_command(sources: list[str], out: Path | None, spec: Path | None, mode:
     from tether.labels.server import Session, person, serve
     from tether.labels.spec import load_spec
 
+    if out is not None and not list_only:
+        check_out(out, (".jsonl",))  # never over a file tether did not write as labels, before anything else
     loaded = load_spec(spec) if spec is not None else None
     if n is None and (list_only or gold is not None):
         raise TetherError("--list and --gold choose what to read with --pick N; add --pick")
@@ -30,7 +32,6 @@ def label_command(sources: list[str], out: Path | None, spec: Path | None, mode:
         return
     if out is None:
         raise TetherError("--out FILE.jsonl: where the answers go (or --pick N --list to write the picked samples)")
-    check_out(out, (".jsonl",))
     session = Session(sources, out, loaded, mode, person(who), seed, limit,
                       choose=(lambda items: _picked(items, n, by, gold, seed)) if n is not None else None)
     serve(session, port=port, open_browser=open_browser)

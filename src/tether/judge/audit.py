@@ -164,6 +164,7 @@ def audit_texts(constitution: Constitution, texts: str | Path | None, where: str
 def run_audit(
     evaluator: Evaluator, texts: Sequence[str], threshold: float = 0.2, min_share: float = 0.6, show_progress: bool = False,
     *, prompts: Sequence[str] | None = None, constant: str = DEFAULT_CONSTANT, source: str = "texts",
+    include_prompt: bool = True,
 ) -> AuditReport:
     """Score the texts and all their perturbed copies in one pass; the evaluator must ask negations.
 
@@ -177,7 +178,7 @@ def run_audit(
         from tether.infra.texts import judged_texts
 
         judged = judged_texts(list(prompts) * (1 + len(tricks)),
-                              texts + [_in_completion(fn, t) for fn in tricks.values() for t in texts])
+                              texts + [_in_completion(fn, t) for fn in tricks.values() for t in texts], include_prompt)
     unique = list(dict.fromkeys(judged))  # a master key or the constant is one text for every original: judge it once
     result = evaluator.score(unique, show_progress=show_progress)
     position = {t: i for i, t in enumerate(unique)}

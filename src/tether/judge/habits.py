@@ -57,6 +57,7 @@ class RunTexts:
     n_steps: int  # steps the run has logged samples for
     late: list[tuple[str, str]]  # (prompt, completion)
     base: dict[str, list[str]]  # prompt -> base completions, for every prompt the run sampled
+    include_prompt: bool = True  # the run's judge_reads: conversation (prompt + completion) or reply (alone)
 
     def late_base(self) -> list[tuple[str, str]]:
         """(prompt, completion) of the base completions of the late samples' prompts."""
@@ -96,7 +97,18 @@ def read_run(run_dir: str | Path, late: int | None = None) -> RunTexts:
     pairs = [(r["prompt"], r["completion"]) for r in rows if r["step"] >= kept[0] and base.get(r["prompt"])]
     if not pairs:
         raise TetherError(f"{base_file}: no base completions for the prompts of the late samples (steps {kept[0]}-{kept[-1]})")
-    return RunTexts(path, (kept[0], kept[-1]), len(steps), pairs, base)
+    return RunTexts(path, (kept[0], kept[-1]), len(steps), pairs, base, _reads_prompt(path))
+
+
+def _reads_prompt(path: Path) -> bool:
+    """The run's judge_reads (config.yaml): conversation judges prompt + completion, reply the completion alone."""
+    import yaml
+
+    try:
+        stored = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return True  # no readable config: the default
+    return not isinstance(stored, dict) or stored.get("judge_reads", "conversation") != "reply"
 
 
 # --- habits: pure text statistics -----------------------------------------------------------
@@ -245,7 +257,8 @@ def run_habits(evaluator: Evaluator, run: RunTexts, top: int = TOP, threshold: f
     habits = find_habits([c for _, c in late], [c for _, c in base], top)
     grafted = [(p, graft(c, h.text, place)) for h in habits for place in PLACES for p, c in base]
     everything = late + base + grafted
-    result = evaluator.score(judged_texts([p for p, _ in everything], [c for _, c in everything]), show_progress=show_progress)
+    result = evaluator.score(judged_texts([p for p, _ in everything], [c for _, c in everything], run.include_prompt),
+                             show_progress=show_progress)
     nl, nb = len(late), len(base)
     scores, cells = {}, {h.text: {place: {} for place in PLACES} for h in habits}
     for mode in MODES:
@@ -278,7 +291,7 @@ def audit_all(evaluator: Evaluator, texts: Sequence[str] | None, run: RunTexts |
         rounds = max(map(len, run.base.values()), default=0)
         pairs = [(p, cs[i]) for i in range(rounds) for p, cs in run.base.items() if i < len(cs)][:BASE_TEXTS]
         report = run_audit(evaluator, [c for _, c in pairs], prompts=[p for p, _ in pairs],
-                           source=f"base samples of {run.path}", **options)
+                           source=f"base samples of {run.path}", include_prompt=run.include_prompt, **options)
     else:
         raise TetherError("give TEXTS, --run RUN_DIR, or both")
     if run is not None:
