@@ -181,3 +181,14 @@ def test_a_baseline_on_the_base_runs_once_and_one_on_an_arm_every_seed(grid, mon
                                ("plain", 1), ("tuned_prompted", 1)]
     assert settings.needs("tuned_prompted") == "plain" and settings.needs("prompted") is None
     assert settings.tuned_dir("tuned_prompted", 1) == settings.run_dir("plain", 1)
+
+
+def test_a_worker_reads_all_its_code_before_it_runs():
+    """A file edited while a grid runs must not meet a worker halfway (a lazy import of the new beside the old)."""
+    import subprocess
+    import sys
+
+    check = ("import sys; from tether.experiment.worker import pin_code; pin_code(); "
+             "assert {'tether.experiment.baselines', 'tether.rewards.paid', 'tether.defenses.sweep', "
+             "'tether.tune.process', 'tether.labels.gold_fit'} <= set(sys.modules); assert 'tether.serve.app' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).returncode == 0

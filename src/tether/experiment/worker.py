@@ -61,6 +61,25 @@ def run_one(path: str, arm: str, seed: int, overrides: list[str] = ()) -> dict:
     return result
 
 
+def pin_code() -> None:
+    """Import every tether module now, so a worker runs one version of the code: a grid runs for hours, and a
+    module imported lazily later would otherwise be read as it is then, beside modules read before an edit."""
+    import importlib
+    import pkgutil
+
+    import tether
+
+    used = ("tether.experiment.", "tether.defenses.", "tether.rewards.", "tether.tune.", "tether.labels.",
+            "tether.watch.", "tether.judge.", "tether.infra.")  # what a worker runs; not the CLI, serve or steer
+    for module in pkgutil.walk_packages(tether.__path__, "tether."):
+        if not module.name.startswith(used):
+            continue
+        try:
+            importlib.import_module(module.name)
+        except Exception:  # noqa: BLE001  (an optional extra not installed: imported where used, as before)
+            continue
+
+
 def main(argv: list[str]) -> int:
     from tether.infra import progress, threads
 
@@ -70,6 +89,7 @@ def main(argv: list[str]) -> int:
     progress.set_enabled(False)
     try:
         threads.configure()  # TETHER_THREADS from the grid: its share of the cores
+        pin_code()
         run_one(argv[0], argv[1], int(argv[2]), argv[3:])
     except TetherError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
