@@ -66,12 +66,12 @@ def pin_code() -> None:
     module imported lazily later would otherwise be read as it is then, beside modules read before an edit."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import tether
-
+    root = str(Path(__file__).resolve().parent.parent)  # the tether package's folder (its __init__ is above this floor)
     used = ("tether.experiment.", "tether.defenses.", "tether.rewards.", "tether.tune.", "tether.labels.",
             "tether.watch.", "tether.judge.", "tether.infra.")  # what a worker runs; not the CLI, serve or steer
-    for module in pkgutil.walk_packages(tether.__path__, "tether."):
+    for module in pkgutil.walk_packages([root], "tether."):
         if not module.name.startswith(used):
             continue
         try:
