@@ -115,14 +115,14 @@ def sweep_blends(tuned_path: str | Path, alphas: list[float], settings, *, base:
                                                                    completions, seed)
     blend = Blend(tuned, base or settings.policy_model, settings.device, settings.trust_remote_code)
     judges = Judges(settings, settings.constitution)  # a tune config has the fields a sample config's judges need
-    judges.train = train_judge(settings, judges)
+    train = train_judge(settings, judges)  # built once: the judges' prefix caches serve every A
     gen = Generator(blend.model, blend.tokenizer, temperature=settings.temperature,
                     suppress_special_tokens=settings.suppress_special_tokens)
     drift = drift_reference(settings, blend, gen, prompt_list, out)
     rows, samples = [], []
     for alpha in progress.track(alphas, "Sweeping A", total=len(alphas)):
         blend.set_alpha(alpha)
-        row, drawn = _measure(blend, gen, prompt_list, settings, completions, judges, drift)
+        row, drawn = _measure(blend, gen, prompt_list, settings, completions, judges, drift, train)
         rows.append(row)
         samples += drawn
         if save_merged:
@@ -184,7 +184,8 @@ def drift_reference(settings, blend: Blend, gen, prompt_list: list, out: Path):
     return EmbeddingDrift(embedder, base_samples)
 
 
-def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, judges, drift) -> tuple[dict, list]:
+def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, judges, drift,
+             train) -> tuple[dict, list]:
     """The blend at its current A: `completions` draws a prompt (the same seed before each prompt), judged."""
     from tether.infra.generate import Branch
     from tether.infra.texts import plain_text
@@ -198,7 +199,7 @@ def _measure(blend: Blend, gen, prompt_list: list, settings, completions: int, j
             positions = len(b.ids) + b.finished  # KL per completion: the mean over its positions times their number
             drawn.append({"alpha": blend.alpha, "prompt_index": i, "prompt": plain_text(prompt), "completion": gen.text(b),
                           "kl": kl, "kl_completion": kl * positions, "tokens": len(b.ids)})
-    return {"alpha": blend.alpha, **score_drawn(drawn, settings, judges, drift)}, drawn
+    return {"alpha": blend.alpha, **score_drawn(drawn, settings, judges, drift, train)}, drawn
 
 
 def train_judge(settings, judges):
@@ -208,13 +209,13 @@ def train_judge(settings, judges):
     return load_train_judge(settings, {settings.judge_model: (judges.judge.model, judges.judge.tokenizer)}).raw
 
 
-def score_drawn(drawn: list[dict], settings, judges, drift) -> dict:
+def score_drawn(drawn: list[dict], settings, judges, drift, train) -> dict:
     """Each draw judged in place (the run's train judge as training read it, gold, drift); returns the means, the
-    monitors and the trips. `judges.train`: (prompts, completions) -> combined log-odds (`train_judge`)."""
+    monitors and the trips. `train`: (prompts, completions) -> combined log-odds (`train_judge`)."""
     from tether.watch.metrics import batch_values
 
     prompts, texts = [d["prompt"] for d in drawn], [d["completion"] for d in drawn]
-    for d, score in zip(drawn, judges.train(prompts, texts)):
+    for d, score in zip(drawn, train(prompts, texts)):
         d["train"] = float(score)
     if judges.gold is not None:  # a constitution (on prompt + completion, as the train judge) or a fitted gold folder
         for d, score in zip(drawn, judges.gold.score(prompts, texts)):

@@ -108,8 +108,7 @@ def evaluate_baseline(config: ExperimentConfig, arm: str, seed: int, out: Path) 
     for i, prompt in enumerate(progress.track(prompts, f"{arm}: sampling", total=len(prompts))):
         drawn += _draw(config, choice, policy, gen, settings, reward, i, prompt)
     judges = Judges(settings, settings.constitution)
-    judges.train = train_judge(settings, judges)
-    row = score_drawn(drawn, settings, judges, drift)
+    row = score_drawn(drawn, settings, judges, drift, train_judge(settings, judges))
     score_golds(config, settings, drawn)
     for i, d in enumerate(drawn):
         d["draw"] = i
