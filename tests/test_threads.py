@@ -107,6 +107,7 @@ def test_experiment_workers_share_the_cores(tmp_path, monkeypatch, capsys):
         jobs=1,
         arms={"a": SimpleNamespace(of=None)},
         runs=lambda: [("a", 0), ("a", 1)],
+        needs=lambda arm: None,
         run_dir=lambda arm, seed: tmp_path / f"{arm}-s{seed}",
     )
     assert grid.run_grid(tmp_path / "experiment.yaml", config, jobs=2) == {("a", 0): "done", ("a", 1): "done"}
