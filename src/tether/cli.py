@@ -250,9 +250,9 @@ def label(
 app.command()(agreement)
 app.add_typer(gold_app, name="gold")
 # Commands that live in their own files (cli_*.py), each adding itself with `register(app)`.
-from tether import cli_corpus, cli_defenses, cli_experiment, cli_serve, cli_steer  # noqa: E402
+from tether import cli_corpus, cli_defenses, cli_deploy, cli_experiment, cli_serve, cli_steer  # noqa: E402
 
-for _more in (cli_corpus, cli_defenses, cli_experiment, cli_serve, cli_steer):
+for _more in (cli_corpus, cli_defenses, cli_experiment, cli_serve, cli_deploy, cli_steer):
     _more.register(app)
 
 

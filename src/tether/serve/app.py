@@ -68,7 +68,7 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
 
     app = FastAPI(title="tether serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     counters = {"requests": 0, "rejected": 0}
-    _add_guard(app, settings, counters)
+    add_guard(app, settings, counters)
     _add_reward_route(app, batcher, settings, counters)
     _add_status_routes(app, batcher, counters)
 
@@ -79,8 +79,9 @@ def build_app(batcher: Batcher, settings: ServeSettings) -> FastAPI:
     return app
 
 
-def _add_guard(app: FastAPI, settings: ServeSettings, counters: dict) -> None:
-    """Loopback hosts only when bound to loopback (DNS rebinding), and the bearer token when one is set."""
+def add_guard(app: FastAPI, settings: ServeSettings, counters: dict) -> None:
+    """Loopback hosts only when bound to loopback (DNS rebinding), and the bearer token when one is set
+    (`tether serve` and `tether deploy` alike)."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -102,13 +103,13 @@ def _add_reward_route(app: FastAPI, batcher: Batcher, settings: ServeSettings, c
     @app.post("/get_reward")
     async def get_reward(request: Request):
         counters["requests"] += 1
-        problem, body = await _read_body(request, settings.max_body_bytes)
+        problem, body = await read_body(request, settings.max_body_bytes)
         if problem:
             return _error(problem, 400, counters)
         try:
             req = RewardRequest.model_validate_json(body)
         except ValidationError as e:
-            return _error(_explain(e), 400, counters)
+            return _error(explain(e), 400, counters)
         problem, prompts, completions = _split(req, settings, control)
         if problem:
             return _error(problem, 400, counters)
@@ -153,7 +154,7 @@ def _error(message: str, status: int, counters: dict) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status)
 
 
-async def _read_body(request: Request, limit: int) -> tuple[str | None, bytes]:
+async def read_body(request: Request, limit: int) -> tuple[str | None, bytes]:
     """The body, read no further than `limit` bytes; JSON only (a browser form cannot post it)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
@@ -172,16 +173,19 @@ async def _read_body(request: Request, limit: int) -> tuple[str | None, bytes]:
     return None, b"".join(chunks)
 
 
-def _explain(e: ValidationError) -> str:
-    """Pydantic's first error as one line: `query[3]: Input should be a valid string (got int)`."""
+def explain(e: ValidationError, usage: str = '{"query": [prompt + response, ...]}') -> str:
+    """Pydantic's first error as one line: `query[3]: Input should be a valid string (got int)`; `usage` is the
+    body to send, shown when the body is not an object or a field is missing (`tether deploy` has its own)."""
     err = e.errors()[0]
     where = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(err["loc"]))
     if err["type"] == "json_invalid":
         return f"malformed JSON: {err.get('ctx', {}).get('error', err['msg'])}"
+    if err["type"] == "value_error":  # a model's own rule (deploy's feedback must say something)
+        return err["msg"].removeprefix("Value error, ")
     if err["type"] == "model_type" or not where:
-        return "the body must be a JSON object with a `query` list of strings"
+        return f"the body must be a JSON object: {usage}"
     if err["type"] == "missing":
-        return f"`{where}` is missing: send {{\"query\": [prompt + response, ...]}}"
+        return f"`{where}` is missing: send {usage}"
     got = type(err["input"]).__name__ if err["type"] != "too_short" else "an empty list"
     got = {"NoneType": "null", "dict": "an object", "list": "a list", "int": "a number", "float": "a number",
            "bool": "true/false", "str": "a string"}.get(got, got)
