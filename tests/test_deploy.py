@@ -217,3 +217,165 @@ def test_rollback_command_refuses_failed_and_unknown_versions(tiny_model_dir, tm
     with pytest.raises(SystemExit) as e:
         main(["deploy", "rollback", "v0", "--deployment", str(tmp_path / "nothing")])
     assert e.value.code == 2
+
+
+LOOSE = {"affirmation_rate": 1.0, "special_token_rate": 1.0, "repetition": 1.0, "longest_repeat_run": 1000,
+         "cusum_series": []}  # a random tiny model's text passes; the gate's monitors are tested with a strict limit
+
+
+def served(store: Store, n: int, start: int = 0) -> list[dict]:
+    """Interactions as the server logs them, on n distinct prompts."""
+    rows = [{"id": f"cmpl-{k}", "time": 0.0, "version": store.live()["version"], "kind": "completion",
+             "prompt": f"Story number {k}:", "completion": " it was a bright day.", "scores": None, "monitors": {}}
+            for k in range(start, start + n)]
+    store.record(rows)
+    return rows
+
+
+def test_the_learner_makes_gated_versions_each_from_the_last(tiny_model_dir, tmp_path):
+    import yaml
+
+    from tether.deploy.learner import Learner
+
+    config = deploy_config(tiny_model_dir, tmp_path / "dep", detectors=LOOSE, seed=3,
+                           learn={"every": 4, "recent": 4, "steps": 1, "completions_per_prompt": 2,
+                                  "max_completion_tokens": 4, "lora_rank": 4},
+                           gate={"draws": 1, "audit": False})
+    store = Store(config.output_dir)
+    store.create("# test\n")
+    learner = Learner(config, store)
+    served(store, 3)
+    assert not learner.due()  # 3 of 4
+    served(store, 1, start=3)
+    assert learner.due()
+    v1 = learner.try_update()
+    assert v1["version"] == "v1" and v1["parent"] == "v0" and v1["status"] == "passed" and v1["learned_through"] == 4
+    assert store.live()["version"] == "v1" and not learner.due()
+    folder = store.version_dir("v1")
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert [r["id"] for r in jsonl.read(folder / "data.jsonl")] == ["cmpl-0", "cmpl-1", "cmpl-2", "cmpl-3"]
+    assert len(jsonl.read(folder / "canary.jsonl")) == 4  # the first 8 distinct prompts served: 4 so far
+    assert yaml.safe_load((folder / "train" / "config.yaml").read_text())["init_adapter"] is None  # v0 has none
+
+    served(store, 4, start=4)
+    v2 = learner.try_update()
+    train = yaml.safe_load((store.version_dir("v2") / "train" / "config.yaml").read_text())
+    assert v2["parent"] == "v1" and train["init_adapter"] == str(folder / "adapter")  # online: from the serving one
+    assert [r["prompt"] for r in jsonl.read(store.path / "canary.jsonl")] == [f"Story number {k}:" for k in range(4)]
+
+    strict = config.model_copy(update={"detectors": config.detectors.model_copy(update={"longest_repeat_run": 0})})
+    served(store, 4, start=8)
+    (store.path / "versions" / ".v3.killed.tmp").mkdir()  # what a kill mid-build leaves
+    failed = Learner(strict, store)
+    failed.clear_leftovers()
+    v3 = failed.try_update()
+    assert v3["status"] == "failed" and "longest_repeat_run" in v3["why"]
+    assert store.live()["version"] == "v2"  # a failed version is never served
+    assert not list((store.path / "versions").glob(".*.tmp"))
+    assert [e["event"] for e in store.events()][-1] == "rejected" and not failed.due()
+
+
+def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_path):
+    import yaml
+
+    from tether.deploy.learner import Learner
+
+    config = deploy_config(tiny_model_dir, tmp_path / "dep", detectors=LOOSE,
+                           learn={"every": 8, "recent": 8, "steps": 1, "completions_per_prompt": 2, "pay": "both",
+                                  "max_completion_tokens": 4, "lora_rank": 4, "min_feedback": 8},
+                           gate={"draws": 1, "audit": False})
+    store = Store(config.output_dir)
+    store.create("# test\n")
+    rows = served(store, 8)
+    learner = Learner(config, store)
+    for k, row in enumerate(rows[:3]):
+        store.add_feedback({"feedback": f"fb-{k}", "time": "t", "of": row["id"], "thumb": "up"})
+    first = learner.try_update()  # 3 thumbs, all up: too few for a gold; the judge alone pays
+    assert first["feedback_gold"] is False
+    served(store, 8, start=8)
+    for k, row in enumerate(store.interactions()):
+        store.add_feedback({"feedback": f"fb2-{k}", "time": "t", "of": row["id"], "thumb": "up" if k % 2 else "down"})
+    second = learner.try_update()
+    train = yaml.safe_load((store.version_dir(second["version"]) / "train" / "config.yaml").read_text())
+    assert second["feedback_gold"] is True and train["gold_reward"]["weight"] == 1.0
+    gold = json.loads((store.version_dir(second["version"]) / "feedback_gold" / "gold.json").read_text())
+    assert gold["label"] == "good" and gold["n"] == 16  # one label per reply: the latest thumb on it
+
+
+def _start_deploy(config_path: Path, port: int):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "deploy", str(config_path), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(900):
+        try:
+            get(f"http://127.0.0.1:{port}/health")
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode()) from None
+            time.sleep(0.1)
+    raise RuntimeError("tether deploy did not start")
+
+
+def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny_model_dir, tmp_path):
+    import http.client
+    import os
+    import signal
+
+    import yaml
+
+    from tests.test_serve import _free_port
+
+    out, port = tmp_path / "dep", _free_port()
+    config_path = tmp_path / "deploy.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "policy_model": str(tiny_model_dir), "judge_model": str(tiny_model_dir), "constitution": str(CHEERFUL),
+        "output_dir": str(out), "max_new_tokens": 4, "embedder": None, "device": "cpu", "max_wait_ms": 5}))
+    url = f"http://127.0.0.1:{port}"
+    replies: set[str] = set()
+    feedback: set[str] = set()
+    stop = threading.Event()
+
+    def client(c):
+        i = 0
+        while not stop.is_set():
+            try:
+                status, answer = post(url + "/v1/completions", {"prompt": f"client {c} story {i}:"})
+                if status == 200:
+                    replies.add(answer["id"])
+                    key = f"{c}-{i}"
+                    status, _ = post(url + "/v1/feedback", {"id": answer["id"], "thumb": "up", "key": key})
+                    if status == 200:
+                        feedback.add(key)
+            except (OSError, http.client.HTTPException):  # the service is down or died mid-answer: a client retries
+                time.sleep(0.05)
+                continue
+            i += 1
+
+    proc = _start_deploy(config_path, port)
+    clients = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+    [t.start() for t in clients]
+    for round_ in range(2):
+        while len(replies) < 15 * (round_ + 1):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-load: requests in flight are lost, never acknowledged
+        proc.wait()
+        proc = _start_deploy(config_path, port)
+    while len(replies) < 40:
+        time.sleep(0.02)
+    stop.set()
+    [t.join() for t in clients]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+
+    logged = [r["id"] for r in jsonl.read(out / "interactions.jsonl")]
+    assert len(logged) == len(set(logged)), "an interaction logged twice"
+    assert replies <= set(logged), f"{len(replies - set(logged))} acknowledged replies lost"
+    keys = [f["key"] for f in jsonl.read(out / "feedback.jsonl")]
+    assert len(keys) == len(set(keys)) and feedback <= set(keys)
+    events = [e["event"] for e in jsonl.read(out / "events.jsonl")]
+    assert events.count("start") == 3 and events[-1] == "stop"

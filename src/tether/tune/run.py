@@ -23,7 +23,7 @@ from tether.defenses.utility_callback import ValueStoreCallback
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress, ranks, threads, trackers
 from tether.infra.generate import check_chat_policy
-from tether.infra.models import check_embedder, load_causal_lm, load_embedder
+from tether.infra.models import check_adapter, check_embedder, load_adapter, load_causal_lm, load_embedder
 from tether.infra.rundir import RunDir
 from tether.infra.texts import load_base, read_prompts
 from tether.judge.constitution import load_constitution
@@ -95,6 +95,8 @@ def check_inputs(config: TuneConfig) -> Inputs:
     check_models(config, *(j.model for j in config.judges))  # config.json alone, before any weights load
     if config.embedder:
         check_embedder(config.embedder, trust_remote_code=config.trust_remote_code)
+    if config.init_adapter is not None:
+        check_adapter(config.init_adapter)  # adapter_config.json and safetensors weights, before any model loads
     gold = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
     paid = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
             ] if config.gold_reward.weight else []
@@ -230,13 +232,14 @@ def build_trainer(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir,
     trainer_cls, trainer_args = trl_config(config, run, suppress=parts.suppress, vllm_args=inputs.vllm, weights=weights)
     trainer_cls, process = with_process(trainer_cls, config.reward_mode, terms)  # process | both: per-token advantages
     trainer = trainer_cls(
-        model=parts.policy,
+        model=load_adapter(parts.policy, config.init_adapter, trainable=True) if config.init_adapter else parts.policy,
         reward_funcs=[t.function for t in terms],
         args=trainer_args,
         processing_class=parts.tokenizer,
         train_dataset=Dataset.from_dict({"prompt": inputs.prompts}),
-        peft_config=LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
-                               target_modules=config.lora_target_modules, task_type="CAUSAL_LM"),
+        peft_config=None if config.init_adapter else LoraConfig(
+            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_target_modules,
+            task_type="CAUSAL_LM"),
         callbacks=[*([ValueStoreCallback(utility, run)] if utility else []), monitor, detector,
                    StepPrinter(config.steps), *callbacks],
         **process,
