@@ -201,6 +201,12 @@ def test_live_detectors_roll_a_version_back_to_its_parent(tiny_model_dir, judge,
     rollback = [e for e in d.store.events() if e["event"] == "rollback"]
     assert rollback and rollback[0]["rolled_back"] == "v1" and rollback[0]["automatic"]
     assert "longest_repeat_run" in rollback[0]["why"]
+    from tether.cli import main
+
+    main(["report", str(d.store.path)])  # the deployment's timeline page
+    page = (d.store.path / "report" / "report.html").read_text()
+    assert "1 rollback(s)" in page and "v0 is live" in page and "id='v1'" in page
+    assert (d.store.path / "report" / "timeline.png").stat().st_size > 1000
 
 
 def test_rollback_command_refuses_failed_and_unknown_versions(tiny_model_dir, tmp_path):

@@ -193,11 +193,16 @@ def tune(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress)")],
+    run_dir: Annotated[Path, typer.Argument(help="a tether run directory (finished or in progress), or a deployment folder")],
     steps: Annotated[str | None, typer.Option(help="sample steps to show, e.g. 1,10,20 (default: spread + trips)")] = None,
     labels: Annotated[list[Path], typer.Option("--labels", help="a labels file (JSONL) from `tether label` on this run's samples (repeatable; RUN_DIR/labels.jsonl is always read)")] = [],
 ):
     """Write RUN_DIR/report/report.html: plots of every metric, detector trips, samples over time, agreement with your labels."""
+    if (run_dir / "deploy.yaml").is_file():  # a deployment (`tether deploy`): its timeline
+        from tether.deploy.report import build_deploy_report
+
+        stdout_print(f"report: {build_deploy_report(run_dir)}")
+        return
     from tether.watch.report import build_report, parse_steps
     from tether.watch.report_agreement import printed_summary
 

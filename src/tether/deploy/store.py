@@ -31,7 +31,8 @@ VERSION_RE = re.compile(r"^v(\d+)$")
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
+    """UTC, to the second (the report places events among interactions by it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
 
 
 def new_id(prefix: str) -> str:
