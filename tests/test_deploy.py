@@ -385,3 +385,24 @@ def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny
     assert len(keys) == len(set(keys)) and feedback <= set(keys)
     events = [e["event"] for e in jsonl.read(out / "events.jsonl")]
     assert events.count("start") == 3 and events[-1] == "stop"
+
+
+def test_a_habit_in_served_text_rolls_the_version_back(tiny_model_dir, tmp_path):
+    import random
+
+    from tests.test_lexical import stories
+
+    config = deploy_config(tiny_model_dir, tmp_path / "dep", window=16)
+    store = Store(config.output_dir)
+    store.create("# test\n")
+    add_version(store, "v1", "v0")
+    store.set_live("v1", "test")
+    rng = random.Random(0)
+    jsonl.rewrite(store.path / "canary_base.jsonl", [{"prompt": "p", "completions": stories(rng, 32)}])
+    policy = Policy(config, store)  # not started: its live monitors fed by hand
+    policy._monitor("v1", [{"completion": t, "scores": None} for t in stories(rng, 16)])
+    assert store.live()["version"] == "v1"  # like the base: no trip
+    policy._monitor("v1", [{"completion": t, "scores": None} for t in stories(rng, 16, habit="!")])
+    assert store.live()["version"] == "v0"
+    rollback = [e for e in store.events() if e["event"] == "rollback"][-1]
+    assert "habit" in rollback["why"] and "'!'" in rollback["why"] and rollback["rolled_back"] == "v1"

@@ -81,8 +81,12 @@ class DeployConfig(BaseModel):
     # --- what is watched -------------------------------------------------------------------
     window: int = Field(16, ge=2, description="served replies per live-monitor window (a version's 'step')")
     detectors: DetectorConfig = Field(default_factory=DetectorConfig, description="limits the live monitors and the gate use")
+    habit_alpha: float = Field(
+        1e-3, gt=0, lt=1, description="`habit`: a word or mark a version writes far more often than the base did "
+        "(`watch/lexical.py`: binomial test per token, Bonferroni over the tokens, at this level); checked each window")
+    habit_min_ratio: float = Field(3.0, gt=1, description="`habit`: ...and at least this many times the base's rate")
     rollback_on: list[str] = Field(
-        default_factory=lambda: [*MONITOR_LIMITS, "distinct_2_drop", "drift"],
+        default_factory=lambda: [*MONITOR_LIMITS, "distinct_2_drop", "habit"],
         description="live detectors that roll the serving version back to its parent when they trip on served traffic "
         "([] never rolls back by itself)")
 
@@ -98,7 +102,7 @@ class DeployConfig(BaseModel):
     def _something_pays(self) -> DeployConfig:
         from tether.watch.detectors import detector_names
 
-        known = detector_names(self.detectors)
+        known = [*detector_names(self.detectors), "habit"]
         for name in self.rollback_on:
             if name not in known:
                 raise ValueError(f"rollback_on: {name!r} is not a detector; write one of {', '.join(known[:8])}, ...")

@@ -36,7 +36,8 @@ from tether.infra.generate import Generator
 from tether.infra.texts import plain_text
 from tether.infra.tokens import SafeTokenizer
 from tether.watch.detectors import check
-from tether.watch.metrics import batch_values, text_values
+from tether.watch.lexical import lexical_shift
+from tether.watch.metrics import Trip, batch_values, text_values
 
 _SLOT = "\ue000tether-msg-{}\ue001"
 
@@ -120,6 +121,7 @@ class Policy:
         self._windows: dict[str, list[dict]] = {}  # version -> replies of its open window
         self._history: dict[str, list[dict]] = {}  # version -> its metrics lines
         self._tripped: dict[str, set[str]] = {}
+        self._base_texts: list[str] | None = None
 
     # --- life ----------------------------------------------------------------------------
 
@@ -271,7 +273,8 @@ class Policy:
             history.append(line)
             self.store.event("window", version=version, window=line["step"], metrics=line)
             tripped = self._tripped.setdefault(version, set())
-            new = [t for t in check(history, self.config.detectors) if t.detector not in tripped]
+            found = check(history, self.config.detectors) + self._habit(version, completions, line)
+            new = [t for t in found if t.detector not in tripped]
             if not new:
                 continue
             tripped.update(t.detector for t in new)
@@ -279,7 +282,35 @@ class Policy:
                              samples=completions[:3])
             acted = [t for t in new if t.detector in self.config.rollback_on]
             if acted and self.store.live()["version"] == version:
-                self.rollback(version, "live detectors tripped on served traffic: " + ", ".join(t.reason() for t in acted))
+                habits = "".join(f"; {h['token']!r} at {h['rate']:.3f} a token (base {h['base_rate']:.3f})"
+                                 for h in line.get("habits", [])[:2]) if any(t.detector == "habit" for t in acted) else ""
+                self.rollback(version, "live detectors tripped on served traffic: "
+                              + ", ".join(t.reason() for t in acted) + habits)
+
+    def _habit(self, version: str, completions: list[str], line: dict) -> list[Trip]:
+        """`habit`: a word or mark this window writes far more often than the base did (watch/lexical.py)."""
+        reference = self._reference()
+        if version == "v0" or len(reference) < 16:
+            return []
+        shifts = lexical_shift(completions, reference, self.config.habit_alpha, self.config.habit_min_ratio)
+        if not shifts:
+            return []
+        line["habits"] = [{"token": s.token, "rate": round(s.rate, 4), "base_rate": round(s.base_rate, 4)} for s in shifts[:5]]
+        top = shifts[0]
+        return [Trip(line["step"], "habit", top.ratio, self.config.habit_min_ratio)]
+
+    def _reference(self) -> list[str]:
+        """What the base wrote: the gate's canary samples of it, else the first 64 replies v0 served."""
+        if self._base_texts is None or len(self._base_texts) < 64:
+            from tether.deploy.gate import CANARY_BASE
+            from tether.infra import jsonl
+
+            path = self.store.path / CANARY_BASE
+            if path.is_file():
+                self._base_texts = [c for r in jsonl.read(path) for c in r["completions"]]
+            else:
+                self._base_texts = [r["completion"] for r in self.store.interactions() if r["version"] == "v0"][:64]
+        return self._base_texts
 
     def rollback(self, version: str, why: str) -> None:
         """Put `version`'s nearest passed ancestor live (v0 has none: it keeps serving, and the timeline says so)."""
