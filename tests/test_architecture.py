@@ -31,6 +31,7 @@ FLOORS = {
     "steer": 9,
     "experiment": 10,
     "serve": 10,
+    "deploy": 10,
     "verl": 10,
     "display": 11,
     "config_reference": 11,

@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_serve import get, post
 from tether.deploy.app import build_app
 from tether.deploy.config import DeployConfig
-from tether.deploy.serving import Policy, encode_prompt, load_version
+from tether.deploy.policy import encode_prompt, load_version
+from tether.deploy.serving import Policy
 from tether.deploy.store import Store
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl
+from tether.infra.http import ServeSettings, make_server
 from tether.judge.evaluator import Evaluator
-from tether.serve.app import ServeSettings, make_server
-from tests.test_serve import get, post
 
 CHEERFUL = Path(__file__).resolve().parent.parent / "examples" / "cheerful.yaml"
 
@@ -209,7 +210,7 @@ def test_live_detectors_roll_a_version_back_to_its_parent(tiny_model_dir, judge,
     assert (d.store.path / "report" / "timeline.png").stat().st_size > 1000
 
 
-def test_rollback_command_refuses_failed_and_unknown_versions(tiny_model_dir, tmp_path):
+def test_rollback_command_refuses_failed_and_unknown_versions(tiny_model_dir, tmp_path, capsys):
     from tether.cli import main
 
     store = Store(tmp_path / "dep")
@@ -219,6 +220,8 @@ def test_rollback_command_refuses_failed_and_unknown_versions(tiny_model_dir, tm
         with pytest.raises(SystemExit) as e:
             main(["deploy", "rollback", version, "--deployment", str(store.path)])
         assert e.value.code == 2, version
+        err = capsys.readouterr().err
+        assert expect in err and "Traceback" not in err, err
     assert store.live()["version"] == "v0"
     with pytest.raises(SystemExit) as e:
         main(["deploy", "rollback", "v0", "--deployment", str(tmp_path / "nothing")])

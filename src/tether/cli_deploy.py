@@ -49,24 +49,23 @@ def deploy(
 def serve_deployment(config, *, learn: bool, token: str | None) -> None:
     import yaml
 
-    from tether.cli_serve import _check_port
     from tether.deploy.store import Store
     from tether.infra import progress
+    from tether.infra.http import LOOPBACK, ServeSettings, check_port
     from tether.infra.models import check_model
     from tether.judge.constitution import load_constitution
-    from tether.serve.app import LOOPBACK, ServeSettings
 
     if config.host not in LOOPBACK and not token:
         raise TetherError(f"host {config.host}: off loopback the deployment needs a bearer token; pass --token or set TETHER_SERVE_TOKEN")
     load_constitution(config.constitution)
     check_model(config.policy_model, device=config.device, trust_remote_code=config.trust_remote_code)
-    _check_port(config.host, config.port)
+    check_port(config.host, config.port)
     store = Store(config.output_dir)
     store.create(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     from tether.deploy.app import build_app
     from tether.deploy.serving import Policy
+    from tether.infra.http import make_server
     from tether.judge.evaluator import Evaluator
-    from tether.serve.app import make_server
 
     judge = Evaluator(config.judge_model, config.constitution, device=config.device, trust_remote_code=config.trust_remote_code)
     settings = ServeSettings(host=config.host, port=config.port, token=token)

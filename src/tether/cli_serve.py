@@ -43,8 +43,8 @@ def serve(
 ):
     """Serve the constitution as an OpenRLHF remote reward model (POST /get_reward), logging a run tether can report on."""
     from tether.infra import progress
+    from tether.infra.http import LOOPBACK, ServeSettings, check_port
     from tether.judge.constitution import load_constitution
-    from tether.serve.app import LOOPBACK, ServeSettings
 
     token = token or os.environ.get("TETHER_SERVE_TOKEN") or None
     if host not in LOOPBACK and not token:
@@ -53,7 +53,7 @@ def serve(
         raise TetherError(f"--dtype {dtype}: write float32 or bfloat16")
     load_constitution(constitution)  # a typo is one line before the judge loads
     check_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # before the run folder
-    _check_port(host, port)
+    check_port(host, port)
     settings = ServeSettings(host=host, port=port, token=token, include_prompt=not completion_only,
                              max_body_bytes=int(max_body_mb * 2**20), strip=tuple(strip),
                              reject_special=reject_special_tokens)
@@ -77,17 +77,6 @@ def serve(
         run.close()
     if server.interrupted:  # Ctrl-C: exit 130 as any interrupted command (cli.py), however asyncio ended the loop
         raise KeyboardInterrupt
-
-
-def _check_port(host: str, port: int) -> None:
-    """A port in use is one line now, not a uvicorn log after the judge has loaded."""
-    import socket
-
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as e:
-        raise TetherError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); pass another --port") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import Literal
 
 from fastapi import FastAPI, Request
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tether.deploy.serving import Policy
 from tether.deploy.store import new_id, now
-from tether.serve.app import ServeSettings, add_guard, explain, read_body
+from tether.infra.http import ServeSettings, add_guard, error, explain, read_body
 
 
 class _Common(BaseModel):
@@ -71,54 +72,80 @@ def build_app(policy: Policy, settings: ServeSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         policy.start()
-        policy.store.event("start", version=policy.live.version, pid=__import__("os").getpid())
+        policy.store.event("start", version=policy.live.version, pid=os.getpid())
         yield
         policy.stop()
         policy.store.event("stop", served=policy.stats.requests)
 
     app = FastAPI(title="tether deploy", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    counters = {"requests": 0, "rejected": 0}
-    add_guard(app, settings, counters)
-    config = policy.config
-    limit = 8 * config.max_new_tokens
+    routes = _Routes(policy, settings)
+    add_guard(app, settings, routes.counters)
+    _add_generation_routes(app, routes)
+    _add_version_routes(app, routes)
 
-    async def parse(request: Request, schema):
-        counters["requests"] += 1
-        problem, body = await read_body(request, settings.max_body_bytes)
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception):  # a bug: still one line, never a traceback page
+        return JSONResponse({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}, status_code=500)
+
+    return app
+
+
+class _Routes:
+    """What every route shares: reading a body into its schema, and answering a generation request."""
+
+    def __init__(self, policy: Policy, settings: ServeSettings):
+        self.policy, self.settings, self.config = policy, settings, policy.config
+        self.counters = {"requests": 0, "rejected": 0}
+        self.limit = 8 * self.config.max_new_tokens
+
+    def refuse(self, message: str, status: int = 400) -> JSONResponse:
+        return error(message, status, self.counters)
+
+    async def parse(self, request: Request, schema):
+        """(the request, None), or (None, the 400 that refuses it)."""
+        self.counters["requests"] += 1
+        problem, body = await read_body(request, self.settings.max_body_bytes)
         if problem:
-            return None, _error(problem, 400, counters)
+            return None, self.refuse(problem)
         try:
             return schema.model_validate_json(body), None
         except ValidationError as e:
-            return None, _error(explain(e, _usage(schema)), 400, counters)
+            return None, self.refuse(explain(e, _usage(schema)))
 
-    async def answer(req: _Common, kind: str, prompt):
-        max_tokens = req.max_tokens or config.max_new_tokens
-        if max_tokens > limit:
-            return _error(f"max_tokens {max_tokens} is over this deployment's limit of {limit}", 400, counters)
-        temperature = config.temperature if req.temperature is None else float(req.temperature)
+    async def answer(self, req: _Common, kind: str, prompt):
+        max_tokens = req.max_tokens or self.config.max_new_tokens
+        if max_tokens > self.limit:
+            return self.refuse(f"max_tokens {max_tokens} is over this deployment's limit of {self.limit}")
+        temperature = self.config.temperature if req.temperature is None else float(req.temperature)
         try:
-            row = await policy.submit(kind, prompt, max_tokens, temperature, req.user)
+            row = await self.policy.submit(kind, prompt, max_tokens, temperature, req.user)
         except RuntimeError as e:
-            return _error(f"the policy failed on this batch: {e}", 503, counters)
-        body = _openai(row, kind, policy.store.model_name(row["version"]))
+            return self.refuse(f"the policy failed on this batch: {e}", 503)
+        body = _openai(row, kind, self.policy.store.model_name(row["version"]))
         if req.stream:
             return StreamingResponse(_events(body, kind), media_type="text/event-stream")
         return body
 
+
+def _add_generation_routes(app: FastAPI, routes: _Routes) -> None:
     @app.post("/v1/completions")
     async def completions(request: Request):
-        req, error = await parse(request, CompletionRequest)
-        return error or await answer(req, "completion", req.prompt)
+        req, refused = await routes.parse(request, CompletionRequest)
+        return refused or await routes.answer(req, "completion", req.prompt)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        req, error = await parse(request, ChatRequest)
-        if error:
-            return error
+        req, refused = await routes.parse(request, ChatRequest)
+        if refused:
+            return refused
         if req.messages[-1].role == "assistant":
-            return _error("messages: the last message is the assistant's; end with a user (or system) message", 400, counters)
-        return await answer(req, "chat", [m.model_dump() for m in req.messages])
+            return routes.refuse("messages: the last message is the assistant's; end with a user (or system) message")
+        return await routes.answer(req, "chat", [m.model_dump() for m in req.messages])
+
+
+def _add_version_routes(app: FastAPI, routes: _Routes) -> None:
+    """GET /v1/models, POST /v1/feedback, GET /health."""
+    policy = routes.policy
 
     @app.get("/v1/models")
     async def models():
@@ -130,11 +157,11 @@ def build_app(policy: Policy, settings: ServeSettings) -> FastAPI:
 
     @app.post("/v1/feedback")
     async def feedback(request: Request):
-        req, error = await parse(request, FeedbackRequest)
-        if error:
-            return error
+        req, refused = await routes.parse(request, FeedbackRequest)
+        if refused:
+            return refused
         if req.id not in policy.known:
-            return _error(f"id {req.id!r}: no reply of this deployment has this id", 404, counters)
+            return routes.refuse(f"id {req.id!r}: no reply of this deployment has this id", 404)
         row = {"feedback": new_id("fb"), "time": now(), "of": req.id,
                **{k: v for k, v in req.model_dump().items() if k != "id" and v is not None}}
         stored = policy.store.add_feedback(row)
@@ -144,12 +171,6 @@ def build_app(policy: Policy, settings: ServeSettings) -> FastAPI:
     async def health():
         return {"status": "ok", "version": policy.live.version if policy.live else None,
                 "served": policy.stats.requests, "waiting": policy.waiting, "swaps": policy.stats.swaps}
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, e: Exception):  # a bug: still one line, never a traceback page
-        return JSONResponse({"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}, status_code=500)
-
-    return app
 
 
 def _usage(schema) -> str:
@@ -185,7 +206,4 @@ async def _events(body: dict, kind: str):
     yield "data: [DONE]\n\n"
 
 
-def _error(message: str, status: int, counters: dict) -> JSONResponse:
-    counters["rejected"] += 1
-    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
 

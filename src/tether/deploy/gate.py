@@ -23,13 +23,10 @@ import numpy as np
 import torch
 
 from tether.deploy.config import DeployConfig
-from tether.deploy.store import Store
+from tether.deploy.store import CANARY, CANARY_BASE, Store
 from tether.infra import jsonl
 from tether.infra.texts import plain_text, read_prompts
 from tether.watch.metrics import batch_values, trips
-
-CANARY = "canary.jsonl"
-CANARY_BASE = "canary_base.jsonl"
 
 
 def canary_prompts(config: DeployConfig, store: Store) -> list:
@@ -52,7 +49,7 @@ def canary_prompts(config: DeployConfig, store: Store) -> list:
 
 def sample(model, tokenizer, prompts: list, draws: int, max_tokens: int, seed: int) -> list[dict]:
     """`draws` completions of each prompt, seeded, the serving generator's way (untrusted text stays text)."""
-    from tether.deploy.serving import Loaded, encode_prompt
+    from tether.deploy.policy import Loaded, encode_prompt
     from tether.infra.generate import Branch, Generator
     from tether.infra.tokens import SafeTokenizer
 

@@ -198,7 +198,7 @@ class Learner:
             "max_completion_tokens": learn.max_completion_tokens, "learning_rate": learn.learning_rate,
             "kl_coef": learn.kl_coef, "lora_rank": learn.lora_rank, "lora_alpha": 2 * learn.lora_rank,
             "seed": self.config.seed + len(self.store.versions()), "output_dir": str(building / "train"),
-            "save_every": learn.steps, "embedder": config.embedder, "device": config.device,
+            "save_every": learn.steps, "embedder": config.embedder, "base_samples_per_prompt": 2, "device": config.device,
             "trust_remote_code": config.trust_remote_code, "constitution_weight": 0.0 if learn.pay == "feedback" else 1.0,
             "detectors": config.detectors.model_dump(),
         }

@@ -79,7 +79,18 @@ def build_deploy_report(folder: str | Path) -> Path:
         parts.append(f"<tr{cls}><td>{e(x['time'])}</td><td>{e(x['event'])}</td><td>{e(str(x.get('version', '')))}</td>"
                      f"<td>{e(str(why or ''))}</td></tr>")
     parts.append("</table><h2>Versions</h2>")
-    served = {}
+    parts += _versions_html(store, versions, stats, live["version"])
+    parts.append("</body></html>")
+    atomic.write_text(out / "report.html", "\n".join(parts))
+    return out / "report.html"
+
+
+def _versions_html(store: Store, versions: list[dict], stats: dict, live: str) -> list[str]:
+    """One section a version, newest first: status and why, served and thumbs, gate, audit, samples."""
+    from tether.infra import jsonl
+    from tether.infra.texts import plain_text
+
+    parts, served = [], {}
     for r in store.interactions():
         served.setdefault(r["version"], []).append(r)
     for v in reversed(versions):
@@ -87,7 +98,7 @@ def build_deploy_report(folder: str | Path) -> Path:
         s = stats.get(name, {})
         gate = v.get("gate") or {}
         parts.append(f"<section class='version' id='{e(name)}'><h3>{e(name)} ({e(v['status'])}"
-                     f"{', live' if name == live['version'] else ''}) from {e(str(v.get('parent')))}</h3>"
+                     f"{', live' if name == live else ''}) from {e(str(v.get('parent')))}</h3>"
                      f"<p>{e(v.get('why', ''))}</p>")
         facts = {"served": s.get("served", 0), "thumbs up / down": f"{s.get('up', 0)} / {s.get('down', 0)}",
                  "judge agrees with thumbs": _pct(s.get("judge_agreement")),
@@ -95,25 +106,16 @@ def build_deploy_report(folder: str | Path) -> Path:
         parts.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(val))}</td></tr>" for k, val in facts.items())
                      + "</table>")
         gate_file = store.version_dir(name) / "gate.json"
-        if gate_file.is_file():
-            verdict = json.loads(gate_file.read_text(encoding="utf-8"))
-            if verdict.get("audit"):
-                parts.append(f"<p>audit: {e(verdict['audit']['verdict'])}</p>")
+        audit = json.loads(gate_file.read_text(encoding="utf-8")).get("audit") if gate_file.is_file() else None
+        if audit:
+            parts.append(f"<p>audit: {e(audit['verdict'])}</p>")
         canary = store.version_dir(name) / "canary.jsonl"
-        samples = []
-        if canary.is_file():
-            from tether.infra import jsonl
-
-            samples = [("canary", r["prompt"], c) for r in jsonl.read(canary)[:2] for c in r["completions"][:1]]
+        samples = [("canary", r["prompt"], c) for r in jsonl.read(canary)[:2] for c in r["completions"][:1]]
         samples += [("served", r["prompt"], r["completion"]) for r in served.get(name, [])[-2:]]
-        for kind, prompt, text in samples:
-            from tether.infra.texts import plain_text
-
-            parts.append(f"<div class='sample'><b>{kind}</b> {e(plain_text(prompt))}<i>{e(text)}</i></div>")
+        parts += [f"<div class='sample'><b>{kind}</b> {e(plain_text(prompt))}<i>{e(text)}</i></div>"
+                  for kind, prompt, text in samples]
         parts.append("</section>")
-    parts.append("</body></html>")
-    atomic.write_text(out / "report.html", "\n".join(parts))
-    return out / "report.html"
+    return parts
 
 
 def _pct(x) -> str:

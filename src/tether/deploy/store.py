@@ -27,6 +27,8 @@ from tether.errors import TetherError
 from tether.infra import atomic, jsonl
 
 MARKER = "deploy.yaml"
+CANARY = "canary.jsonl"  # the gate's fixed canary prompts, frozen at the first update
+CANARY_BASE = "canary_base.jsonl"  # the base's samples on them, drawn once
 VERSION_RE = re.compile(r"^v(\d+)$")
 
 

@@ -175,9 +175,8 @@ class TuneConfig(BaseModel):
     # --- LoRA -------------------------------------------------------------------------
     lora_rank: int = Field(16, ge=1, description="LoRA rank r")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r")
-    init_adapter: Path | None = Field(
-        None, description="a LoRA adapter (safetensors) the tuning starts from instead of fresh LoRA weights; the KL "
-        "anchor stays the base model (`tether deploy`'s learner continues the serving version this way)")
+    init_adapter: Path | None = Field(None, description="a LoRA adapter (safetensors) to start from instead of fresh "
+                                      "LoRA weights; the KL anchor stays the base (`tether deploy`'s learner)")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get LoRA adapters"
     )
