@@ -4,6 +4,7 @@ from pathlib import Path
 
 from tether.config_reference import (
     constitution_reference,
+    deploy_reference,
     experiment_reference,
     sample_reference,
     sft_reference,
@@ -20,6 +21,7 @@ def test_readme_has_the_current_config_references():
     assert sample_reference() in readme
     assert sft_reference() in readme
     assert experiment_reference() in readme
+    assert deploy_reference() in readme
 
 
 def test_ci_runs_the_readme_test_command():

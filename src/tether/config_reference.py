@@ -43,6 +43,12 @@ def experiment_reference() -> str:
                         (Registration, "registration.")])
 
 
+def deploy_reference() -> str:
+    from tether.deploy.config import DeployConfig, GateConfig, LearnConfig
+
+    return field_table([(DeployConfig, ""), (LearnConfig, "learn."), (GateConfig, "gate.")])
+
+
 def sample_reference() -> str:
     return field_table([(SampleConfig, ""), (MonitorLimits, "monitors.")])
 
