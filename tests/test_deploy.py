@@ -304,11 +304,14 @@ def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_p
     served(store, 8, start=8)
     for k, row in enumerate(store.interactions()):
         store.add_feedback({"feedback": f"fb2-{k}", "time": "t", "of": row["id"], "thumb": "up" if k % 2 else "down"})
+    jsonl.append(store.path / "labels.jsonl", [  # a person's labels on picked replies, in the page's format
+        {"kind": "label", "item": f"pick-{k}", "question": "good", "answer": a, "who": "ana", "time": "t",
+         "source": {"prompt": f"Story number {k}:", "completion": f" picked reply {k}."}} for k, a in ((1, "yes"), (2, "no"))])
     second = learner.try_update()
     train = yaml.safe_load((store.version_dir(second["version"]) / "train" / "config.yaml").read_text())
     assert second["feedback_gold"] is True and train["gold_reward"]["weight"] == 1.0
     gold = json.loads((store.version_dir(second["version"]) / "feedback_gold" / "gold.json").read_text())
-    assert gold["label"] == "good" and gold["n"] == 16  # one label per reply: the latest thumb on it
+    assert gold["label"] == "good" and gold["n"] == 18  # one label per reply (its latest thumb), and the 2 picked
 
 
 def _start_deploy(config_path: Path, port: int):

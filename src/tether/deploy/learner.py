@@ -149,7 +149,9 @@ class Learner:
         return version
 
     def _feedback_gold(self, building: Path) -> Path | None:
-        """A gold refitted on every thumb (as `good`) and answer so far, or None while there are too few."""
+        """A gold refitted on every thumb (as `good`) and answer so far, and on a person's labels of the replies
+        that teach most (DEPLOYMENT/labels.jsonl, from `tether label DEPLOYMENT/interactions.jsonl --pick N ...`);
+        None while there are too few."""
         if self.config.learn.pay == "judge":
             return None
         from tether.labels.gold import fit_gold, save_gold
@@ -169,6 +171,8 @@ class Learner:
                                 "who": "user-feedback", "time": f["time"],
                                 "source": {"prompt": plain_text(row["prompt"]), "completion": row["completion"],
                                            "version": row["version"]}})
+        picked = self.store.path / "labels.jsonl"  # a person's answers on picked replies (`tether label ... --pick`)
+        records += [r for r in jsonl.read(picked) if r.get("kind") == "label" and r.get("answer") in ("yes", "no")]
         thumbs = [r["answer"] for r in records if r["question"] == "good"]
         if min(thumbs.count("yes"), thumbs.count("no")) < max(2, self.config.learn.min_feedback // 2):
             return None
