@@ -44,7 +44,7 @@ ALLOWED_UPWARD: set[tuple[str, str]] = set()  # (importer module, imported modul
 # 60 a function): remove an entry when its file or function is split.
 MODULE_LINES, FUNCTION_LINES = 300, 60
 LONG_MODULES = {"judge/evaluator.py": 323}
-LONG_FUNCTIONS = {"corpus/sft.py:run_sft": 84}
+LONG_FUNCTIONS: dict[str, int] = {}
 
 
 def part_of(module: str) -> str:

@@ -41,11 +41,44 @@ from tether.judge.evaluator import Evaluator
 
 def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Path | None = None,
             force: bool = False) -> tuple[RunDir, dict]:
-    from datasets import Dataset
-    from transformers import TrainerCallback, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from transformers import set_seed
 
-    # --- the corpus and the run directory ----------------------------------------------------
+    run, corpus, examples, sampled, heldout, device, checkpoint = _open_run(corpus_dir, config, resume_dir, force)
+    constitution = corpus.constitution()
+
+    # --- the policy and the held-out evaluation before tuning ---------------------------------
+    set_seed(config.seed)
+    policy, tokenizer, lora = trainable_policy(config.policy_model or sampled.policy_model, sampled.adapter, config)
+    policy.to(device)  # the trainer keeps it there: use_cpu follows the device
+    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=config.dtype or
+                                                  sampled.dtype, trust_remote_code=config.trust_remote_code, fast_head=True)
+    judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
+    evaluate = HeldOut(judge, heldout, sampled, config)
+    before = evaluate(policy, tokenizer, "before")
+
+    # --- SFT with TRL -----------------------------------------------------------------------------
+    trainer = _trainer(run, config, device, policy, tokenizer, lora, examples)
+    progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with atomic.folder(run.path / "final") as building:  # whole or not at all
+        trainer.save_model(str(building))
+
+    # --- the same evaluation after, and the end --------------------------------------------------
+    after = evaluate(trainer.model.eval(), tokenizer, "after")
+    parent = str(sampled.adapter) if sampled.adapter else None
+    evaluation = {"parent_adapter": parent, **compare(before, after, config, heldout)}
+    atomic.write_json(run.path / "eval.json", evaluation)
+    moved = {f"heldout/pass_rate/{when}": v for when, v in evaluation["pass_rate"].items()}
+    moved.update({f"heldout/score/{name}/{when}": v for name, by in evaluation["mean_scores"].items() for when, v in by.items()})
+    trackers.log_after_training(trainer, moved)  # the trackers' last step: where the held-out evaluation moved
+    run.finish({"steps": trainer.state.global_step, "examples": len(examples), "parent_adapter": parent,
+                "eval": evaluation["pass_rate"]})
+    return run, evaluation
+
+
+def _open_run(corpus_dir, config: SftConfig, resume_dir: Path | None, force: bool):
+    """The corpus checked and the run directory started or rewound: (run, corpus, examples, the corpus's sample
+    settings, held-out prompts, device, checkpoint or None). Every input is refused before anything is written."""
     run = RunDir(resume_dir or config.output_dir)
     checkpoint = None
     if resume_dir is not None:
@@ -73,18 +106,15 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
         run.start({**config.model_dump(mode="json"), "corpus": str(corpus.path),
                    "constitution_sha256": constitution.fingerprint()}, force=force)
         run.event("parent_adapter", path=str(sampled.adapter) if sampled.adapter else None)
+    return run, corpus, examples, sampled, heldout, device, checkpoint
 
-    # --- the policy and the held-out evaluation before tuning ---------------------------------
-    set_seed(config.seed)
-    policy, tokenizer, lora = trainable_policy(config.policy_model or sampled.policy_model, sampled.adapter, config)
-    policy.to(device)  # the trainer keeps it there: use_cpu follows the device
-    judge_model, judge_tokenizer = load_causal_lm(sampled.judge_model, device=str(device), dtype=config.dtype or
-                                                  sampled.dtype, trust_remote_code=config.trust_remote_code, fast_head=True)
-    judge = Evaluator(judge_model, constitution, tokenizer=judge_tokenizer, batch_size=sampled.judge_batch_size)
-    evaluate = HeldOut(judge, heldout, sampled, config)
-    before = evaluate(policy, tokenizer, "before")
 
-    # --- SFT with TRL -----------------------------------------------------------------------------
+def _trainer(run: RunDir, config: SftConfig, device, policy, tokenizer, lora, examples: list[dict]):
+    """TRL's SFTTrainer on the corpus, logging each step to metrics.jsonl."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
     class LogMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             run.append("metrics.jsonl", [{"step": state.global_step, **(logs or {})}])
@@ -105,22 +135,7 @@ def run_sft(corpus_dir: str | Path | None, config: SftConfig, *, resume_dir: Pat
         callbacks=[LogMetrics()],
     )
     trackers.trackers_last(trainer, run.path)
-    progress.console.print(f"tuning on {len(examples)} corpus examples for {config.epochs:g} epochs -> {run.path}")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    with atomic.folder(run.path / "final") as building:  # whole or not at all
-        trainer.save_model(str(building))
-
-    # --- the same evaluation after, and the end --------------------------------------------------
-    after = evaluate(trainer.model.eval(), tokenizer, "after")
-    parent = str(sampled.adapter) if sampled.adapter else None
-    evaluation = {"parent_adapter": parent, **compare(before, after, config, heldout)}
-    atomic.write_json(run.path / "eval.json", evaluation)
-    moved = {f"heldout/pass_rate/{when}": v for when, v in evaluation["pass_rate"].items()}
-    moved.update({f"heldout/score/{name}/{when}": v for name, by in evaluation["mean_scores"].items() for when, v in by.items()})
-    trackers.log_after_training(trainer, moved)  # the trackers' last step: where the held-out evaluation moved
-    run.finish({"steps": trainer.state.global_step, "examples": len(examples), "parent_adapter": parent,
-                "eval": evaluation["pass_rate"]})
-    return run, evaluation
+    return trainer
 
 
 def _check_inputs(config: SftConfig, sampled: SampleConfig, examples: list[dict]):
