@@ -11,13 +11,12 @@ asks `return_tokens_as_token_ids` (vLLM's extension) and `keys="ids"`, otherwise
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 
 import torch
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from in_thread import InThread
 
 
 def build_app(model, tokenizer, name: str, keys: str = "ids") -> FastAPI:
@@ -49,29 +48,13 @@ def build_app(model, tokenizer, name: str, keys: str = "ids") -> FastAPI:
     return app
 
 
-class JudgeServer:
+class JudgeServer(InThread):
     """The app on uvicorn in a thread, on a free loopback port; `.url` ends in /v1."""
 
     def __init__(self, model, tokenizer, name: str, keys: str = "ids"):
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(build_app(model, tokenizer, name, keys), log_level="warning"))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(400):
-            if self.server.started:
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("judge server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        super().__init__(uvicorn.Server(uvicorn.Config(build_app(model, tokenizer, name, keys), log_level="warning")), "/v1")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ live detectors roll a version back; bad input is one line and a 400.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from in_thread import InThread
 
 from tests.test_serve import get, post
 from tether.deploy.app import build_app
@@ -37,7 +37,7 @@ def deploy_config(model_dir: Path, out: Path, **fields) -> DeployConfig:
                         output_dir=out, max_new_tokens=8, embedder=None, **fields)
 
 
-class Deployed:
+class Deployed(InThread):
     """A deployment served by uvicorn in a thread, on a free loopback port."""
 
     def __init__(self, config: DeployConfig, judge):
@@ -45,23 +45,7 @@ class Deployed:
         self.store.create("# test\n")
         self.policy = Policy(config, self.store, judge)
         settings = ServeSettings()
-        self.server = make_server(build_app(self.policy, settings), settings)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(400):
-            if self.server.started:
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        super().__init__(make_server(build_app(self.policy, settings), settings))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from in_thread import InThread
 
 from tether.infra import jsonl
 from tether.judge.evaluator import Evaluator
@@ -49,30 +50,14 @@ def get(url: str) -> str:
         return r.read().decode()
 
 
-class Server:
+class Server(InThread):
     """A real uvicorn server in a thread, on a socket bound to a free loopback port."""
 
     def __init__(self, evaluator, run_dir: Path, window: int = 4, max_wait_ms: float = 10.0, **settings):
         self.run = ServeRun(run_dir, CHEERFUL, "tiny", window, settings.get("include_prompt", True))
         self.batcher = Batcher(evaluator, self.run, max_batch=64, max_wait_ms=max_wait_ms)
         self.settings = ServeSettings(**settings)
-        self.server = make_server(build_app(self.batcher, self.settings), self.settings)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        super().__init__(make_server(build_app(self.batcher, self.settings), self.settings))
 
 
 @pytest.fixture(scope="module")
