@@ -298,25 +298,6 @@ def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_p
     assert gold["label"] == "good" and gold["n"] == 18  # one label per reply (its latest thumb), and the 2 picked
 
 
-def _start_deploy(config_path: Path, port: int):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "deploy", str(config_path), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(900):
-        try:
-            get(f"http://127.0.0.1:{port}/health")
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read().decode()) from None
-            time.sleep(0.1)
-    raise RuntimeError("tether deploy did not start")
-
-
 def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny_model_dir, tmp_path):
     import http.client
     import os
@@ -324,7 +305,7 @@ def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny
 
     import yaml
 
-    from tests.test_serve import _free_port
+    from tests.test_serve import _free_port, start_cli
 
     out, port = tmp_path / "dep", _free_port()
     config_path = tmp_path / "deploy.yaml"
@@ -352,7 +333,7 @@ def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny
                 continue
             i += 1
 
-    proc = _start_deploy(config_path, port)
+    proc = start_cli(["deploy", str(config_path), "--port", str(port)], port)
     clients = [threading.Thread(target=client, args=(c,)) for c in range(4)]
     [t.start() for t in clients]
     for round_ in range(2):
@@ -360,7 +341,7 @@ def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # mid-load: requests in flight are lost, never acknowledged
         proc.wait()
-        proc = _start_deploy(config_path, port)
+        proc = start_cli(["deploy", str(config_path), "--port", str(port)], port)
     while len(replies) < 40:
         time.sleep(0.02)
     stop.set()

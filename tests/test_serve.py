@@ -222,11 +222,16 @@ def _free_port() -> int:
 
 
 def _start(tiny_model_dir, run_dir: Path, port: int) -> subprocess.Popen:
+    return start_cli(["serve", str(CHEERFUL), "-m", str(tiny_model_dir), "--out", str(run_dir), "--port", str(port),
+                      "--window", "5", "--max-wait-ms", "5", "--device", "cpu"], port)
+
+
+def start_cli(args: list[str], port: int) -> subprocess.Popen:
+    """`tether ARGS` as a subprocess, returned once GET /health answers on `port`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "serve", str(CHEERFUL), "-m", str(tiny_model_dir),
-                             "--out", str(run_dir), "--port", str(port), "--window", "5", "--max-wait-ms", "5",
-                             "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(600):
+    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    for _ in range(900):
         try:
             get(f"http://127.0.0.1:{port}/health")
             return proc
@@ -234,7 +239,7 @@ def _start(tiny_model_dir, run_dir: Path, port: int) -> subprocess.Popen:
             if proc.poll() is not None:
                 raise RuntimeError(proc.stdout.read().decode()) from None
             time.sleep(0.1)
-    raise RuntimeError("tether serve did not start")
+    raise RuntimeError(f"tether {args[0]} did not start")
 
 
 def test_kill9_and_restart_lose_no_acknowledged_sample(tiny_model_dir, tmp_path):
