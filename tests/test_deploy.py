@@ -377,3 +377,16 @@ def test_a_habit_in_served_text_rolls_the_version_back(tiny_model_dir, tmp_path)
     assert store.live()["version"] == "v0"
     rollback = [e for e in store.events() if e["event"] == "rollback"][-1]
     assert "habit" in rollback["why"] and "'!'" in rollback["why"] and rollback["rolled_back"] == "v1"
+
+
+def test_a_deployments_replies_are_a_labeling_pool(tmp_path):
+    """`tether label DEPLOYMENT/interactions.jsonl --pick N` reads replies to chats too, their version hidden in the source."""
+    from tether.labels.items import read_items
+
+    path = tmp_path / "interactions.jsonl"
+    jsonl.append(path, [{"id": "a", "version": "v2", "prompt": [{"role": "user", "content": "Hi."}], "completion": "Hello!",
+                         "scores": {"total": 1.0}},
+                        {"id": "b", "version": "v3", "prompt": "Once", "completion": " upon a time."}])
+    items = read_items(path)
+    assert [i.prompt for i in items] == ["User: Hi.\n\nAssistant: ", "Once"]
+    assert [(i.source["kind"], i.source["arm"]) for i in items] == [("deploy", "v2"), ("deploy", "v3")]

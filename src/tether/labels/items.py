@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tether.errors import TetherError
 from tether.infra import jsonl
+from tether.infra.texts import plain_text
 
 TEXT_FIELDS = ("prompt", "completion", "completions", "text")
 FILTER = re.compile(r"^(\w+)=(.+)$")
@@ -110,6 +111,8 @@ def _file_items(path: Path) -> list[Item]:
     corpus = path.name == "candidates.jsonl"
     for n, row in enumerate(jsonl.read(path, missing_ok=False), 1):
         prompt, completion, completions = row.get("prompt"), row.get("completion"), row.get("completions")
+        if isinstance(prompt, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt):
+            prompt = plain_text(prompt)  # a conversation (a deployment's chat request), shown with its roles
         meta = {k: v for k, v in row.items() if k not in TEXT_FIELDS}
         if isinstance(prompt, str) and isinstance(completions, list) and all(isinstance(c, str) for c in completions):
             # a base_samples file: the base model's completions, step 0 of the run they belong to
@@ -133,6 +136,8 @@ def _kind(row: dict, corpus: bool) -> tuple[str, str]:
         return "sweep", f"alpha={row['alpha']:g}" if isinstance(row["alpha"], (int, float)) else str(row["alpha"])
     if "step" in row:
         return "run", str(row.get("arm", "policy"))
+    if "version" in row:  # a deployment's interactions.jsonl
+        return "deploy", str(row["version"])
     return "file", str(row.get("arm", "file"))
 
 
