@@ -645,6 +645,27 @@ MORE = [
     ),
     Case("sft-corpus-a-file", ["sft", "t.txt"], "t.txt: not a corpus directory (no meta.json)"),
     Case("audit-constitution-missing", ["audit", "none.yaml"], "none.yaml: no such file"),
+    # --- tether deploy ---------------------------------------------------------------------------------------
+    Case("deploy-config-missing", ["deploy", "none.yaml"], "none.yaml: no such file"),
+    Case(
+        "deploy-config-unknown-field",
+        ["deploy", "d.yaml"],
+        "d.yaml: line 2, column 8: bogus: unknown field",
+        files={"d.yaml": "constitution: c.yaml\nbogus: 1\n"},
+    ),
+    Case(
+        "deploy-rollback-on-not-a-detector",
+        ["deploy", "d.yaml"],
+        "d.yaml: rollback_on: 'nonsense' is not a detector",
+        files={"d.yaml": "constitution: c.yaml\nrollback_on: [nonsense]\n"},
+    ),
+    Case("deploy-second-argument", ["deploy", "d.yaml", "v3"], "a second argument only follows `rollback`"),
+    Case("deploy-rollback-no-version", ["deploy", "rollback"], "name the version to serve"),
+    Case(
+        "deploy-rollback-not-a-deployment",
+        ["deploy", "rollback", "v1", "--deployment", "nope"],
+        "nope: not a deployment folder (no deploy.yaml)",
+    ),
 ]
 
 
