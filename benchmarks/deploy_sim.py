@@ -36,13 +36,19 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--folder", type=Path, default=None, help="the deployment folder (default: a fresh temporary one)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--attach", type=int, default=None, help="send to a deployment already serving on this port "
+                    "(with --folder its folder; it is not stopped at the end)")
+    ap.add_argument("--start", type=int, default=0, help="number the interactions from here (with --attach)")
+    ap.add_argument("--wait", type=float, default=900, help="seconds to wait at the end for an update in flight")
     args = ap.parse_args()
     folder = args.folder or Path(tempfile.mkdtemp(prefix="deploy-sim-")) / "dep"
-    port = free_port()
+    port = args.attach or free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(folder.parent / f"{folder.name}.server.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "deploy", str(args.config), "--learn", "--port", str(port),
-                             "--set", f"output_dir={folder}"], stdout=log, stderr=subprocess.STDOUT)
+    proc = None
+    if args.attach is None:
+        log = open(folder.parent / f"{folder.name}.server.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "deploy", str(args.config), "--learn", "--port",
+                                 str(port), "--set", f"output_dir={folder}"], stdout=log, stderr=subprocess.STDOUT)
     for _ in range(3000):
         try:
             post(url + "/v1/models", {})
@@ -50,7 +56,8 @@ def main() -> None:
             time.sleep(0.2)
             continue
         break
-    sent, lock, t0 = [0], threading.Lock(), time.time()
+    sent, lock, t0 = [args.start], threading.Lock(), time.time()
+    args.interactions += args.start
 
     def user(u):
         while True:
@@ -71,10 +78,10 @@ def main() -> None:
     users = [threading.Thread(target=user, args=(u,)) for u in range(args.users)]
     [t.start() for t in users]
     [t.join() for t in users]
-    # let an update that the last interactions started finish and be gated (the learner is mid-run)
-    time.sleep(5)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=600)
+    wait_for_learner(folder, args.wait)  # an update the last interactions started: let it finish and be gated
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=600)
     subprocess.run([sys.executable, "-m", "tether.cli", "report", str(folder)], check=True)
     summary = summarize(folder)
     summary["minutes"] = round((time.time() - t0) / 60, 1)
@@ -83,6 +90,20 @@ def main() -> None:
         print(f"{e['time']}  {e['event']:<9} {e.get('version', ''):<4} {e.get('why', '')}")
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1))
+
+
+def wait_for_learner(folder: Path, seconds: float) -> None:
+    """Until the newest update_start has its outcome in the timeline (live, rejected, failed, waiting)."""
+    from tether.deploy.store import Store
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        events = [e["event"] for e in Store(folder).events()]
+        started = max((i for i, e in enumerate(events) if e == "update_start"), default=-1)
+        if not any(e in ("live", "rejected", "update_failed", "update_waiting") for e in events[started + 1:]) and started >= 0:
+            time.sleep(5)
+            continue
+        return
 
 
 def summarize(folder: Path) -> dict:

@@ -192,3 +192,17 @@ def test_a_worker_reads_all_its_code_before_it_runs():
              "assert {'tether.experiment.baselines', 'tether.rewards.paid', 'tether.defenses.sweep', "
              "'tether.tune.process', 'tether.labels.gold_fit'} <= set(sys.modules); assert 'tether.serve.app' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).returncode == 0
+
+
+def test_the_adjusted_odds_survive_a_source_never_read_good():
+    """A source with no good text separates perfectly (no finite odds ratio): it is named, the others estimated."""
+    import random
+
+    from tether.experiment.analysis import gee_odds
+
+    rng = random.Random(0)
+    rows = [{"good": rng.random() < rate, "arm": arm, "who": f"r{k % 4}", "prompt": f"p{k % 20}"}
+            for arm, rate in (("recipe", 0.3), ("base", 0.1), ("best", 0.3), ("never", 0.0)) for k in range(200)]
+    odds = gee_odds(rows, "recipe")
+    assert odds["never"] == "not estimable: none of its texts read good"
+    assert odds["base"][1] > 1 and odds["best"][1] < 1 < odds["best"][2]  # recipe beats base; best is a tie

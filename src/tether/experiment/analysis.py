@@ -100,18 +100,27 @@ def gee_odds(rows: list[dict], reference: str) -> dict[str, tuple[float, float, 
                           for r in rows if "good" in r])
     if frame["reader"].nunique() < 2 or frame["arm"].nunique() < 2:
         return "too few readers or sources for the model"
+    # a source no text of which was read good (or every text) separates perfectly: no finite odds ratio exists,
+    # and one such source makes the whole fit NaN; it is left out and named
+    rates = frame.groupby("arm")["good"].mean()
+    separated = [a for a, rate in rates.items() if a != reference and rate in (0.0, 1.0)]
+    frame = frame[~frame["arm"].isin(separated)]
     formula = f"good ~ C(arm, Treatment(reference={reference!r})) + C(reader)"
     try:
         fit = smf.gee(formula, groups="prompt", data=frame, family=sm.families.Binomial(),
                       cov_struct=sm.cov_struct.Exchangeable()).fit()
     except Exception as e:  # a separable or degenerate design: say so, do not guess
         return f"the model did not fit ({type(e).__name__}: {e})"
-    out = {}
+    if not np.isfinite(fit.params).all():
+        return "the model did not fit (non-finite estimates: a reader or source with no good text, or none but good)"
+    out: dict = {}
     ci = fit.conf_int()
     for name, coef in fit.params.items():
         if name.startswith("C(arm"):
             arm = name.split("[T.")[1].rstrip("]")
             out[arm] = (float(np.exp(-coef)), float(np.exp(-ci.loc[name, 1])), float(np.exp(-ci.loc[name, 0])))
+    for arm in separated:
+        out[arm] = f"not estimable: {'none' if rates[arm] == 0 else 'every one'} of its texts read good"
     return out
 
 

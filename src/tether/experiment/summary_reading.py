@@ -40,7 +40,8 @@ def reading_lines(config: ExperimentConfig, result: dict) -> list[str]:
         lines.append(gee)
     else:
         lines += ["| source | odds ratio [95% CI] |", "|---|---|"]
-        lines += [f"| {n} | {o:.2f} [{lo:.2f}, {hi:.2f}] |" for n, (o, lo, hi) in gee.items()]
+        lines += [f"| {n} | {v} |" if isinstance(v, str) else f"| {n} | {v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}] |"
+                  for n, v in gee.items()]
     lines += ["", "### Readers", "", "Re-read agreement (a second reader on the same text): " + ", ".join(
         f"{q} {a}/{t}" + (f" ({a / t:.0%})" if t else "") for q, (a, t) in result["agreement"].items()), "",
         "| reader | first readings | good rate | leniency (rate minus all readers') |", "|---|---|---|---|"]
