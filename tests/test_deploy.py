@@ -256,14 +256,23 @@ def test_the_learner_makes_gated_versions_each_from_the_last(tiny_model_dir, tmp
     assert v2["parent"] == "v1" and train["init_adapter"] == str(folder / "adapter")  # online: from the serving one
     assert [r["prompt"] for r in jsonl.read(store.path / "canary.jsonl")] == [f"Story number {k}:" for k in range(4)]
 
+    served(store, 4, start=100)
+    real_gate = learner._gate
+    learner._gate = lambda building, adapter, parent: (  # v2 rolled back to v1 while v3 is built from v2
+        store.set_live("v1", "rollback"), real_gate(building, adapter, parent))[1]
+    skipped = learner.try_update()
+    assert skipped["status"] == "passed" and store.live()["version"] == "v1"  # passed, but never served over v1
+    assert [e["event"] for e in store.events()][-1] == "not_served"
+    store.set_live(skipped["version"], "by hand: it passed its gate")
+
     strict = config.model_copy(update={"detectors": config.detectors.model_copy(update={"longest_repeat_run": 0})})
     served(store, 4, start=8)
-    (store.path / "versions" / ".v3.killed.tmp").mkdir()  # what a kill mid-build leaves
+    (store.path / "versions" / ".v4.killed.tmp").mkdir()  # what a kill mid-build leaves
     failed = Learner(strict, store)
     failed.clear_leftovers()
-    v3 = failed.try_update()
-    assert v3["status"] == "failed" and "longest_repeat_run" in v3["why"]
-    assert store.live()["version"] == "v2"  # a failed version is never served
+    v4 = failed.try_update()
+    assert v4["status"] == "failed" and "longest_repeat_run" in v4["why"]
+    assert store.live()["version"] == "v3"  # a failed version is never served
     assert not list((store.path / "versions").glob(".*.tmp"))
     assert [e["event"] for e in store.events()][-1] == "rejected" and not failed.due()
 

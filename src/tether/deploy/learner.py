@@ -140,7 +140,11 @@ class Learner:
                        "interactions": len(recent), "pay": config.learn.pay, "feedback_gold": gold is not None,
                        "gate": verdict["metrics"]}
             atomic.write_json(building / "version.json", version)
-        if verdict["passed"]:
+        now_live = store.live()["version"]
+        if verdict["passed"] and now_live != parent:  # rolled back (or replaced) while this version was built from it
+            store.event("not_served", version=name, why=f"built from {parent}, but {now_live} went live meanwhile "
+                        f"(a rollback); a version is served only over the one it was built from")
+        elif verdict["passed"]:
             store.set_live(name, f"passed its gate (judge {verdict['metrics']['judge']:+.2f} vs base "
                                  f"{verdict['metrics']['judge_base']:+.2f})", gate=verdict["metrics"])
         else:
