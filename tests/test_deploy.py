@@ -233,7 +233,7 @@ def test_the_learner_makes_gated_versions_each_from_the_last(tiny_model_dir, tmp
     config = deploy_config(tiny_model_dir, tmp_path / "dep", detectors=LOOSE, seed=3,
                            learn={"every": 4, "recent": 4, "steps": 1, "completions_per_prompt": 2,
                                   "max_completion_tokens": 4, "lora_rank": 4},
-                           gate={"draws": 1, "audit": False})
+                           gate={"draws": 1, "audit": False, "habit": False})
     store = Store(config.output_dir)
     store.create("# test\n")
     learner = Learner(config, store)
@@ -285,7 +285,7 @@ def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_p
     config = deploy_config(tiny_model_dir, tmp_path / "dep", detectors=LOOSE,
                            learn={"every": 8, "recent": 8, "steps": 1, "completions_per_prompt": 2, "pay": "both",
                                   "max_completion_tokens": 4, "lora_rank": 4, "min_feedback": 8},
-                           gate={"draws": 1, "audit": False})
+                           gate={"draws": 1, "audit": False, "habit": False})
     store = Store(config.output_dir)
     store.create("# test\n")
     rows = served(store, 8)

@@ -49,6 +49,8 @@ class GateConfig(BaseModel):
     max_gold_drop: float = Field(0.5, ge=0, description="largest fall of the canaries' mean gold score from the base's (log-odds)")
     max_drift: float = Field(0.72, gt=0, description="largest mean embedding drift of the canary completions from the base's")
     monitors: bool = Field(True, description="the text monitors' limits (`detectors`) must hold on the canaries")
+    habit: bool = Field(True, description="refuse a candidate whose canary text shows a `habit` against the base's "
+                        "canary samples (the live detector's test, `habit_alpha` and `habit_min_ratio`)")
     audit: bool = Field(True, description="run the judge's gameability audit on the version's own samples (recorded; "
                         "a gameable judge is named in the version's audit, it does not block)")
 

@@ -7,7 +7,8 @@ same yardstick. A candidate fails when, on its canary samples:
 
 - a text monitor breaks its limit (`detectors`: yes-spam, special tokens, repetition, loops);
 - its mean embedding drift from the base's samples passes `gate.max_drift`;
-- the gold (`gold`, a fitted gold or a constitution) falls more than `gate.max_gold_drop` below the base's.
+- the gold (`gold`, a fitted gold or a constitution) falls more than `gate.max_gold_drop` below the base's;
+- a word or mark is far more frequent than in the base's samples (`habit`, watch/lexical.py).
 
 It also records what a person reads later: the judge's and gold's means beside the base's
 and the serving version's, the drift from the serving version, and the judge's gameability
@@ -93,6 +94,11 @@ def run_gate(config: DeployConfig, store: Store, candidate: tuple, parent: str, 
     reasons = []
     if config.gate.monitors:
         reasons += [f"monitor {t.reason()}" for t in trips(metrics, config.detectors.limits())]
+    if config.gate.habit:
+        from tether.watch.lexical import lexical_shift
+
+        shifts = lexical_shift(texts, btexts, config.habit_alpha, config.habit_min_ratio)
+        reasons += [f"habit {s.token!r} at {s.rate:.3f} a token (base {s.base_rate:.3f})" for s in shifts[:2]]
     judged = lambda ps, ts: judge.score([plain_text(a) + b for a, b in zip(ps, ts)]).total()  # noqa: E731
     metrics["judge"] = float(np.mean(judged(p, texts)))
     metrics["judge_base"] = float(np.mean(judged(bp, btexts)))
