@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,7 +75,8 @@ class Policy:
         self._windows: dict[str, list[dict]] = {}  # version -> replies of its open window
         self._history: dict[str, list[dict]] = {}  # version -> its metrics lines
         self._tripped: dict[str, set[str]] = {}
-        self._base_texts: list[str] | None = None
+        self._base_texts: list[str] = []
+        self._base_final = False
 
     # --- life ----------------------------------------------------------------------------
 
@@ -244,8 +244,10 @@ class Policy:
 
     def _habit(self, version: str, completions: list[str], line: dict) -> list[Trip]:
         """`habit`: a word or mark this window writes far more often than the base did (watch/lexical.py)."""
+        if version == "v0":  # the base is the reference: nothing to compare it with
+            return []
         reference = self._reference()
-        if version == "v0" or len(reference) < 16:
+        if len(reference) < 16:
             return []
         shifts = lexical_shift(completions, reference, self.config.habit_alpha, self.config.habit_min_ratio)
         if not shifts:
@@ -256,14 +258,15 @@ class Policy:
 
     def _reference(self) -> list[str]:
         """What the base wrote: the gate's canary samples of it, else the first 64 replies v0 served."""
-        if self._base_texts is None or len(self._base_texts) < 64:
+        if not self._base_final:  # read once it is final: the canary samples, or 64 served replies of v0
             from tether.infra import jsonl
 
             path = self.store.path / CANARY_BASE
             if path.is_file():
-                self._base_texts = [c for r in jsonl.read(path) for c in r["completions"]]
+                self._base_texts, self._base_final = [c for r in jsonl.read(path) for c in r["completions"]], True
             else:
                 self._base_texts = [r["completion"] for r in self.store.interactions() if r["version"] == "v0"][:64]
+                self._base_final = len(self._base_texts) == 64
         return self._base_texts
 
     def rollback(self, version: str, why: str) -> None:
@@ -286,6 +289,3 @@ def _settle(future: asyncio.Future, result, error) -> None:
     else:
         future.set_result(result)
 
-
-def served_text_path(store: Store) -> Path:
-    return store.path / "interactions.jsonl"
