@@ -399,3 +399,12 @@ def test_a_deployments_replies_are_a_labeling_pool(tmp_path):
     items = read_items(path)
     assert [i.prompt for i in items] == ["User: Hi.\n\nAssistant: ", "Once"]
     assert [(i.source["kind"], i.source["arm"]) for i in items] == [("deploy", "v2"), ("deploy", "v3")]
+
+
+@pytest.mark.parametrize("name", ["deploy.yaml", "deploy_sim.yaml"])
+def test_the_shipped_deployment_examples_load(name):
+    from tether.infra.config import load_config
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    config = load_config(DeployConfig, examples / name)
+    assert config.constitution.exists() and config.learn is not None
