@@ -62,9 +62,12 @@ def test_a_registration_edited_afterwards_is_refused_and_changes_are_named(capsy
     one_line_error(capsys, ["experiment", str(config), "--summary"], "edited after it was written")
 
 
-def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analysed(grid):  # noqa: F811
+def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analysed(grid, examples_dir):  # noqa: F811
     config, out, env = grid
-    _arms(config, {**BASELINES, "reader": {"set": {"steps": 1, "judge_reads": "reply"}}}, seeds=[0])  # one: CI time
+    # read with a second task's questions (on_task, polite, fluent, good), tone and quality apart on polite
+    reading = {"spec": str(examples_dir / "labels_helpful.yaml"), "among": "polite",
+               "instructions": "docs/reading_helpful.md"}
+    _arms(config, {**BASELINES, "reader": {"set": {"steps": 1, "judge_reads": "reply"}}}, seeds=[0], reading=reading)
     result = experiment(config, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {p.name for p in (out / "runs").iterdir()}
@@ -92,6 +95,9 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
     assert experiment(config, "--read", env=env).returncode == 0
     reading = out / "reading"
     key = json.loads((reading / "key.json").read_text())
+    assert key["questions"] == ["on_task", "polite", "fluent", "good"]
+    readme = (reading / "README.md").read_text()
+    assert "docs/reading_helpful.md" in readme and '"polite": "no"' in readme and "cheerful" not in readme
     items = {json.loads(line)["item"]: json.loads(line) for line in (reading / "items.jsonl").read_text().splitlines()}
     assert len(items) == 5 * 4  # base, plain, reader, prompted, best_of_3: 2 prompts x 2 draws each
     batches = sorted((reading / "batches").glob("*.jsonl"))
@@ -113,7 +119,7 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
             if "read" in r:
                 arm = items[key["reads"][r["read"]]["item"]]["source"]["arm"]
                 yes = "yes" if arm == "plain" else "no"
-                answers.append({"read": r["read"], "on_task": "yes", "cheerful": yes, "fluent": "yes", "good": yes})
+                answers.append({"read": r["read"], "on_task": "yes", "polite": yes, "fluent": "yes", "good": yes})
             else:
                 left = items[key["pairs"][r["pair"]]["left"]]
                 answers.append({"pair": r["pair"], "choice": "left" if left["source"]["arm"] == "plain" else "right"})
@@ -130,8 +136,25 @@ def test_baselines_run_beside_a_tuned_arm_and_a_reading_is_built_taken_and_analy
     assert result["rates"]["good"]["plain"][0] == 1.0 and result["rates"]["good"]["base"][0] == 0.0
     assert all(d[0] == 1.0 for d in result["diffs"].values())
     assert all(w.mean == 1.0 for w in result["pairs"].values())
+    assert result["rates"]["good among polite"]["plain"][0] == 1.0 and "cheerful" not in result["rates"]
+    assert set(result["agreement"]) == {"on_task", "polite", "fluent", "good"}
     assert experiment(config, "--summary", env=env).returncode == 0
-    assert "## The blind reading" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "## The blind reading" in summary and "| source | good | on_task | polite | fluent | good among polite |" in summary
+
+
+def test_a_readings_questions_come_from_its_spec_and_must_hold_good(capsys, monkeypatch, grid, tmp_path):  # noqa: F811
+    from tether.experiment.config import load_experiment
+    from tether.experiment.reading import QUESTIONS, questions
+
+    config, out, env = grid
+    assert questions(load_experiment(config)) == QUESTIONS  # no spec: the story task's four questions
+    (tmp_path / "spec.yaml").write_text("questions:\n  - {name: kind, question: 'Is it kind?'}\n")
+    for case, expected in [("reading.spec=spec.yaml", "reading.spec: the questions (kind) have no 'good'"),
+                           ("reading.among=polite", "reading.among: the questions (on_task, cheerful, fluent, good) "
+                                                    "have no 'polite'")]:
+        one_line_error(capsys, ["experiment", str(config), "--register", "--set", case], expected)
+    assert not out.exists()
 
 
 def test_the_cluster_bootstrap_pairs_arms_and_resamples_prompts():

@@ -8,7 +8,7 @@
   `good`: the same bootstrap; its two-sided p is twice the smaller tail at 0; Holm across sources.
 - The adjusted estimate: a logistic GEE (statsmodels) of good on source with the reader as a fixed
   effect, clustered by prompt (exchangeable): the reference's odds ratio against each source.
-- Tone and quality apart: cheerful, and good among the cheerful texts.
+- Tone and quality apart: the tone question (`reading.among`: cheerful), and good among the texts read yes on it.
 - Per reader: how many first readings, and the good rate (leniency is a reader's rate minus the mean).
 - Pairs: the reference's win rate against each source (one answer per pair; Wilson interval, sign test).
 """
@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from tether.experiment.config import ExperimentConfig
-from tether.experiment.reading import QUESTIONS, folder
+from tether.experiment.reading import folder, questions
 from tether.infra import jsonl
 
 RESAMPLES = 10_000
@@ -135,7 +135,9 @@ def analyse(config: ExperimentConfig) -> dict:
     names = ["base", *config.arms]
     prompts = sorted({r["prompt"] for r in first})
     rates, diffs = {}, {}
-    for question, only in [*((q, None) for q in QUESTIONS), ("good among cheerful", lambda r: r.get("cheerful"))]:
+    read, among = questions(config), config.reading.among
+    tone = [(f"good among {among}", lambda r: r.get(among))] if among else []
+    for question, only in [*((q, None) for q in read), *tone]:
         asked = question.split(" ")[0]
         grids = {n: _grid(first, n, prompts, asked, only) for n in names}
         grids = {n: g for n, g in grids.items() if not np.all(np.isnan(g))}
@@ -149,7 +151,7 @@ def analyse(config: ExperimentConfig) -> dict:
                     p = float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
                     diffs[n] = (float(np.nanmean(grids[reference]) - np.nanmean(grids[n])), *_interval(d), p)
     adjusted = holm({n: d[3] for n, d in diffs.items()}) if diffs else {}
-    agreement = {q: _agreement(first, again, q) for q in QUESTIONS}
+    agreement = {q: _agreement(first, again, q) for q in read}
     readers = defaultdict(list)
     for r in first:
         if "good" in r:

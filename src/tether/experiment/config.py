@@ -92,6 +92,12 @@ class Reading(BaseModel):
     compare_arm: str | None = Field(None, description="the arm paired against every other source (default: the first "
                                     "arm that tunes)")
     seed: int = Field(0, description="the shuffle's seed")
+    spec: str | None = Field(None, description="a label spec YAML (`tether label --spec`): the questions read, one of "
+                             "them `good` (default: on_task, cheerful, fluent, good, as examples/labels_reading.yaml)")
+    instructions: str = Field("docs/reading.md", description="the written instructions every reader gets, named in "
+                              "the batches' README and the summary")
+    among: str | None = Field("cheerful", description="the tone question: good is also shown among the texts read yes "
+                              "on it (tone and quality apart); null for none")
 
 
 class ExperimentConfig(BaseModel):
@@ -200,12 +206,31 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
         if not gold.startswith("python:") and not Path(gold).exists() and (Path(path).parent / gold).exists():
             gold = str((Path(path).parent / gold).absolute())
         golds.append(gold)
-    config = config.model_copy(update={"golds": golds, "arms": {name: _arm_paths(path, name, arm)
+    config = config.model_copy(update={"golds": golds, "reading": _reading(path, config.reading), "arms": {name: _arm_paths(path, name, arm)
                                                                for name, arm in config.arms.items()}})
     for arm in config.arms:
         if config.arms[arm].of is None and config.arms[arm].kind == "tune":
             tune_config(config, arm, config.seeds[0])  # every overlay checked before anything runs
     return config
+
+
+def _reading(path: str | Path, reading: Reading) -> Reading:
+    """The reading's spec read against the config's folder, and its questions checked: `good`, and `among`."""
+    from tether.experiment.reading import QUESTIONS
+    from tether.labels.spec import load_spec
+
+    questions = list(QUESTIONS)
+    if reading.spec is not None:
+        spec = Path(reading.spec)
+        if not spec.exists() and (Path(path).parent / spec).exists():
+            spec = (Path(path).parent / spec).absolute()
+        reading = reading.model_copy(update={"spec": str(spec)})
+        questions = [q.name for q in load_spec(spec).questions]
+    for field, name in (("spec", "good"), ("among", reading.among)):
+        if name is not None and name not in questions:
+            raise TetherError(f"{path}: reading.{field}: the questions ({', '.join(questions)}) have no {name!r}; "
+                              f"{'add a `good` question (the primary measure)' if field == 'spec' else 'name one of them, or null'}")
+    return reading
 
 
 def _arm_paths(path: str | Path, name: str, arm: Arm) -> Arm:

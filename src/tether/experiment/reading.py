@@ -27,7 +27,19 @@ from tether.errors import TetherError
 from tether.experiment.config import ExperimentConfig
 from tether.infra import atomic, jsonl
 
-QUESTIONS = ("on_task", "cheerful", "fluent", "good")
+QUESTIONS = ("on_task", "cheerful", "fluent", "good")  # the default: examples/labels_reading.yaml's
+
+
+def questions(config: ExperimentConfig) -> tuple[str, ...]:
+    """The questions read: a built reading's own (its key), else the config's spec's, else the default."""
+    key = folder(config) / "key.json"
+    if key.exists():
+        return tuple(json.loads(key.read_text(encoding="utf-8"))["questions"])
+    if config.reading.spec is None:
+        return QUESTIONS
+    from tether.labels.spec import load_spec
+
+    return tuple(q.name for q in load_spec(config.reading.spec).questions)
 
 
 def folder(config: ExperimentConfig) -> Path:
@@ -69,7 +81,7 @@ def build(config: ExperimentConfig) -> Path:
     rng.shuffle(prompts)
     per = max(1, round(settings.batch_items / max(1, len(items) / len(prompts))))
     groups = [prompts[i:i + per] for i in range(0, len(prompts), per)]
-    key, batches = {"reads": {}, "pairs": {}, "questions": list(QUESTIONS)}, []
+    key, batches = {"reads": {}, "pairs": {}, "questions": list(questions(config))}, []
     for b, group in enumerate(groups):
         own = [i for p in group for i in by_prompt[p]]
         others = [i for g in groups if g is not group for p in g for i in by_prompt[p]]
@@ -116,16 +128,19 @@ def _pairs(config, b: int, group: list[str], by_prompt: dict, items: dict, key: 
 
 
 def _instructions(config: ExperimentConfig, batches: int) -> str:
+    asked, guide = questions(config), config.reading.instructions
+    names = ", ".join(asked[:-1]) + f" and {asked[-1]}" if len(asked) > 1 else asked[0]
+    example = json.dumps({"read": "00-017", **{q: "yes" if i % 2 == 0 else "no" for i, q in enumerate(asked)}})
     return f"""# Reading of {config.output_dir.name}: {batches} batches
 
-The instructions are docs/reading.md (what on_task, cheerful, fluent and good mean, with examples).
+The instructions are {guide} (what {names} mean, with examples).
 Each batch, batches/NN.jsonl, is read by one reader who sees only that file and those instructions.
-A line with `read` is an item: answer on_task, cheerful, fluent and good, each "yes" or "no".
-A line with `pair` shows two continuations of one opening: choose "left" or "right", the one
-that is better as docs/reading.md defines good (no ties).
+A line with `read` is an item: answer {names}, each "yes" or "no".
+A line with `pair` shows two texts after one prompt: choose "left" or "right", the one
+that is better as {guide} defines good (no ties).
 Write answers/NN.jsonl, one line per answer, then run `tether experiment CONFIG --read`:
 
-    {{"read": "00-017", "on_task": "yes", "cheerful": "no", "fluent": "yes", "good": "no"}}
+    {example}
     {{"pair": "00-p05", "choice": "left"}}
 
 The key (key.json, items.jsonl) says which model wrote each text: a reader never opens it.
@@ -161,7 +176,7 @@ def _take(row: dict, where: str, key: dict, items: dict, labels, done: set, comp
         if entry is None:
             raise TetherError(f"{where}: read {row['read']!r} is not an item of this reading")
         taken = 0
-        for q in QUESTIONS:
+        for q in key["questions"]:
             answer = row.get(q)
             if answer not in ("yes", "no", "skip"):
                 raise TetherError(f"{where}: {q}: {answer!r}; answer yes or no")

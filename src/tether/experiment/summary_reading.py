@@ -6,8 +6,6 @@ import math
 
 from tether.experiment.config import ExperimentConfig
 
-SHOWN = ("good", "cheerful", "on_task", "fluent", "good among cheerful")
-
 
 def _pct(rate: tuple) -> str:
     mean, low, high, n = rate
@@ -21,13 +19,15 @@ def reading_lines(config: ExperimentConfig, result: dict) -> list[str]:
     ref = result["reference"]
     rates = result["rates"]
     names = list(rates["good"])
+    shown = ["good", *(q for q in rates if q != "good" and not q.startswith("good among")),
+             *(q for q in rates if q.startswith("good among"))]
     lines = ["", "## The blind reading", "",
-             "Readers: LLM agents given written instructions (docs/reading.md), one fresh reader a batch, blind to "
+             f"Readers: LLM agents given written instructions ({config.reading.instructions}), one fresh reader a batch, blind to "
              "the source; every batch mixes every arm and the base on the same prompts. Each cell: the share read "
              "yes [95% cluster bootstrap over prompts and seeds] (texts). Each text counts once, with its first reading.",
-             "", "| source | " + " | ".join(SHOWN) + " |", "|" + "---|" * (len(SHOWN) + 1)]
+             "", "| source | " + " | ".join(shown) + " |", "|" + "---|" * (len(shown) + 1)]
     for n in names:
-        lines.append(f"| {n} | " + " | ".join(_pct(rates[q][n]) if n in rates.get(q, {}) else "-" for q in SHOWN) + " |")
+        lines.append(f"| {n} | " + " | ".join(_pct(rates[q][n]) if n in rates.get(q, {}) else "-" for q in shown) + " |")
     if result["diffs"]:
         lines += ["", f"### `{ref}` minus each source on good (paired by prompt; Holm across sources)", "",
                   "| source | difference [95% CI] | p | Holm p |", "|---|---|---|---|"]
