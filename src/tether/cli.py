@@ -244,11 +244,15 @@ def label(
     by: Annotated[str, typer.Option(help="--pick by: uncertain (gold least sure), disagree (judge vs gold), flagged (detector steps) or random")] = "uncertain",
     gold: Annotated[Path | None, typer.Option(help="--pick: the gold folder whose P(yes) ranks the samples")] = None,
     list_: Annotated[bool, typer.Option("--list", help="--pick: write the picked samples to stdout as JSONL (prompt, completion, why, p_yes) instead of serving the page")] = False,
+    steps: Annotated[str | None, typer.Option(help="label each sample one step at a time, later steps hidden (process supervision's step labels): sentences, lines, re:PATTERN or python:MODULE:FUNCTION")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="--steps: at most this many steps a sample; the rest merge into the last")] = None,
 ):
     """Serve a page on 127.0.0.1 where a person labels samples blind to their source; answers are saved as given."""
     from tether.cli_label import label_command
+    from tether.labels.server import Choice
 
-    label_command(sources, out, spec, mode, who, port, open_browser, limit, seed, pick_, by, gold, list_)
+    label_command(sources, out, spec, mode, who, port, open_browser, limit, seed, list_,
+                  Choice(pick_, by, gold, seed, steps, max_steps))
 
 
 # A person's labels against the judges: `tether agreement`, `tether gold fit|score` (in cli_gold.py).

@@ -38,8 +38,10 @@ class Item:
     source: dict = field(compare=False)
 
     def shown(self) -> dict:
-        """What the page may see: the text, never the source."""
-        return {"id": self.id, "prompt": self.prompt, "completion": self.completion}
+        """What the page may see: the text, never the source (a step item: which part is the newest step)."""
+        step = self.source.get("steps")
+        newest = {"newest": {k: step[k] for k in ("k", "start", "end")}} if step else {}
+        return {"id": self.id, "prompt": self.prompt, "completion": self.completion, **newest}
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,41 @@ def _kind(row: dict, corpus: bool) -> tuple[str, str]:
     return "file", str(row.get("arm", "file"))
 
 
+def step_items(items: list[Item], how: str = "sentences", max_steps: int | None = None) -> list[Item]:
+    """Each sample as its steps, for process supervision's labels: step k shows the prompt and steps 1..k.
+
+    The item's completion is the prefix through step k, so no later step ever reaches the page, and a
+    gold fitted on these labels (`tether gold fit`) reads (prompt, prefix), as the step judge does
+    (judge/steps.py). The source keeps the sample's own and adds `steps`: the sample's id, k, how many,
+    the newest step's character offsets and the splitter."""
+    from tether.infra.steps import check_how, split_steps
+
+    check_how(how)
+    out = []
+    for item in items:
+        steps = split_steps(item.completion, how, max_steps)
+        for k, step in enumerate(steps, 1):
+            prefix = item.completion[: step.end]
+            out.append(Item(hashlib.sha256(f"{item.id}\0step {k}\0{prefix}".encode()).hexdigest()[:12], item.prompt,
+                            prefix, {**item.source, "steps": {"item": item.id, "k": k, "of": len(steps),
+                                                              "start": step.start, "end": step.end, "split": how}}))
+    if not out:
+        raise TetherError(f"--steps {how}: no sample has a step (every completion is blank); nothing to label")
+    return out
+
+
 def label_order(items: list[Item], who: str, seed: int = 0, limit: int | None = None) -> list[Item]:
-    """A random order for this person, the same on every reload; `limit` picks the same subset for everyone."""
+    """A random order for this person, the same on every reload; `limit` picks the same subset for everyone.
+
+    Step items (`step_items`) are ordered by sample, and a sample's steps come in order, 1..k: a reader
+    judges step k before any later step of that sample reaches the page."""
+    steps = [i for i in items if i.source.get("steps")]
+    if steps:
+        samples: dict[str, list[Item]] = {}
+        for i in items:
+            samples.setdefault(i.source["steps"]["item"] if i.source.get("steps") else i.id, []).append(i)
+        order = label_order([Item(key, "", "", {}) for key in samples], who, seed, limit)
+        return [i for o in order for i in sorted(samples[o.id], key=lambda i: (i.source.get("steps") or {}).get("k", 0))]
     chosen = sorted(items, key=lambda i: i.id)
     if limit is not None and limit < len(chosen):
         chosen = random.Random(seed).sample(chosen, limit)

@@ -106,15 +106,17 @@ def _flagged_steps(items: list[Item]) -> set[tuple[str, int]]:
     return out
 
 
-def _spread(items: list[Item], order: list[int], n: int, similar: float, embedder: str | None, device: str) -> list[int]:
-    """Round-robin across prompts in rank order, passing over near-duplicates of what is already picked."""
+def _spread(items: list[Item], order: list[int], n: int, similar: float, embedder: str | None, device: str,
+            vectors: np.ndarray | None = None) -> list[int]:
+    """Round-robin across prompts in rank order, passing over near-duplicates of what is already picked.
+
+    `vectors`: the completions' unit embeddings when the caller has them (a simulation picking round after round)."""
     seen: dict[str, int] = {}
     depth, rank = {}, {k: r for r, k in enumerate(order)}
     for k in order:  # the how-many-th best of its prompt
         depth[k] = seen[str(items[k].prompt)] = seen.get(str(items[k].prompt), -1) + 1
     rounds = sorted(order, key=lambda k: (depth[k], rank[k]))
-    vectors = None
-    if embedder is not None and similar < 1:
+    if vectors is None and embedder is not None and similar < 1:
         from tether.infra.models import embed, load_embedder
 
         vectors = np.asarray(embed(load_embedder(embedder, device=device), [items[k].completion for k in range(len(items))]))

@@ -15,6 +15,7 @@ so a reload resumes where the person stopped.
 from __future__ import annotations
 
 import getpass
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,29 @@ def person(who: str | None) -> str:
     if not who.strip() or who != " ".join(who.split()):
         raise TetherError(f"--who {who!r}: write a name on one line, without leading or trailing spaces")
     return who
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a person reads of the pool: N picked samples (or all), whole or as their steps."""
+
+    n: int | None = None
+    by: str = "uncertain"
+    gold: Path | None = None
+    seed: int = 0
+    steps: str | None = None
+    max_steps: int | None = None
+
+    def __call__(self, items):
+        if self.n is not None:
+            from tether.labels.pick import pick
+
+            items = pick(items, self.n, self.by, self.gold, seed=self.seed)
+        if self.steps is not None:
+            from tether.labels.items import step_items
+
+            items = step_items(items, self.steps, self.max_steps)
+        return items
 
 
 class Session:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.infra.texts import plain_text
 from tether.judge.steps import score_steps
+from tether.labels.gold_judge import GoldPath
 
 
 class ProcessConfig(BaseModel):
@@ -35,6 +36,9 @@ class ProcessConfig(BaseModel):
         "the normalized scores of its step and every later one, as DeepSeekMath's process supervision); scores are "
         "normalized over all steps of the prompt's group: (score - mean) / (std + 1e-4)")
     weight: float = Field(1.0, gt=0, description="reward_mode both: the process advantage's weight beside the outcome's")
+    judge: GoldPath = Field(None, description="the step judge: a gold folder fitted to a reader's step labels (`tether "
+                            "label --steps`, then `tether gold fit`; relative to the working directory), reading the prompt and steps 1..k; "
+                            "default: the constitution's judges")
 
     @field_validator("split")
     @classmethod

@@ -79,6 +79,7 @@ class Inputs:
     gold: object  # check_gold's result for gold_constitution
     paid: list  # ... for gold_reward's path and `also`
     vllm: dict
+    step_judge: object = None  # check_gold's result for process.judge
 
 
 def check_inputs(config: TuneConfig) -> Inputs:
@@ -100,7 +101,8 @@ def check_inputs(config: TuneConfig) -> Inputs:
     gold = check_gold(config.gold_constitution, config.device)  # a constitution or a fitted gold folder
     paid = [check_gold(p, config.device) for p in [config.gold_reward.path, *config.gold_reward.also]
             ] if config.gold_reward.weight else []
-    return Inputs(prompts, constitutions, gold, paid, vllm)
+    step_judge = check_gold(config.process.judge, config.device) if config.reward_mode != "outcome" else None
+    return Inputs(prompts, constitutions, gold, paid, vllm, step_judge)
 
 
 # --- 2. the run directory: written by the main process only ---------------------------------
@@ -205,9 +207,13 @@ def reward_terms(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, 
     if config.reward_mode != "outcome":  # each step judged blind to what follows (rewards/process.py)
         from tether.rewards.process import ProcessReward
 
-        r = parts.reward  # the same judges, in a reward of its own: the monitors read parts.reward's last batch
-        steps = ConstitutionReward(r.evaluator, r.include_prompt, extra=r.extra, ensemble=r.ensemble, ensemble_lambda=r.ensemble_lambda)
-        terms.append(RewardTerm("process", 0.0, ProcessReward(steps.raw, config.process)))  # paid per token, not here
+        if config.process.judge is not None:  # a step gold, fitted to a reader's step labels
+            step_judge = load_gold(GoldSpec.of(config, config.process.judge), inputs.step_judge, shared=parts.shared).score
+        else:  # the same judges, in a reward of its own: the monitors read parts.reward's last batch
+            r = parts.reward
+            step_judge = ConstitutionReward(r.evaluator, r.include_prompt, extra=r.extra, ensemble=r.ensemble,
+                                            ensemble_lambda=r.ensemble_lambda).raw
+        terms.append(RewardTerm("process", 0.0, ProcessReward(step_judge, config.process)))  # paid per token, not here
     if config.passage_weight:  # the source text's "embedding of an objective" (rewards/passage.py)
         from tether.rewards.passage import PassageReward
 
