@@ -284,7 +284,7 @@ def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_p
 
     config = deploy_config(tiny_model_dir, tmp_path / "dep", detectors=LOOSE,
                            learn={"every": 8, "recent": 8, "steps": 1, "completions_per_prompt": 2, "pay": "both",
-                                  "max_completion_tokens": 4, "lora_rank": 4, "min_feedback": 8},
+                                  "max_completion_tokens": 4, "lora_rank": 4, "min_feedback": 8, "pick": 3},
                            gate={"draws": 1, "audit": False, "habit": False})
     store = Store(config.output_dir)
     store.create("# test\n")
@@ -300,11 +300,23 @@ def test_feedback_pays_the_learner_through_a_refitted_gold(tiny_model_dir, tmp_p
     jsonl.append(store.path / "labels.jsonl", [  # a person's labels on picked replies, in the page's format
         {"kind": "label", "item": f"pick-{k}", "question": "good", "answer": a, "who": "ana", "time": "t",
          "source": {"prompt": f"Story number {k}:", "completion": f" picked reply {k}."}} for k, a in ((1, "yes"), (2, "no"))])
+    read_already = store.interactions()[0]
+    jsonl.append(store.path / "labels.jsonl", [{"kind": "label", "item": "read-0", "question": "good", "answer": "no",
+                                                "who": "ana", "time": "t", "source": {
+                                                    "prompt": read_already["prompt"], "completion": read_already["completion"]}}])
     second = learner.try_update()
     train = yaml.safe_load((store.version_dir(second["version"]) / "train" / "config.yaml").read_text())
     assert second["feedback_gold"] is True and train["gold_reward"]["weight"] == 1.0
     gold = json.loads((store.version_dir(second["version"]) / "feedback_gold" / "gold.json").read_text())
-    assert gold["label"] == "good" and gold["n"] == 18  # one label per reply (its latest thumb), and the 2 picked
+    assert gold["label"] == "good" and gold["n"] == 19  # one label per reply (its latest thumb), and the 3 picked
+    # the learner queues the replies its new gold is least sure of, for a person to read
+    assert not (store.version_dir(first["version"]) / "to_read.jsonl").exists()  # no gold then: nothing to rank by
+    queued = [json.loads(line) for line in (store.version_dir(second["version"]) / "to_read.jsonl").read_text().splitlines()]
+    texts = {r["id"]: (r["prompt"], r["completion"]) for r in store.interactions()}
+    assert len(queued) == 3 and all(texts[q["id"]] == (q["prompt"], q["completion"]) for q in queued)
+    assert read_already["id"] not in {q["id"] for q in queued}  # a reply a person has read is not queued again
+    assert all(0 <= q["p_yes"] <= 1 and q["why"].startswith("gold P(yes)") for q in queued)
+    assert any(e["event"] == "picked" and e["replies"] == 3 for e in jsonl.read(store.path / "events.jsonl"))
 
 
 def test_kill9_and_restart_lose_or_repeat_no_acknowledged_reply_or_feedback(tiny_model_dir, tmp_path):

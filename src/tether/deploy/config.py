@@ -36,6 +36,10 @@ class LearnConfig(BaseModel):
         "far (thumbs and answers; `labels/gold_fit`), or both")
     feedback_weight: float = Field(1.0, gt=0, description="the feedback gold's weight in the reward (pay: feedback or both)")
     min_feedback: int = Field(8, ge=2, description="thumbs needed (some up, some down) before a feedback gold is fitted")
+    pick: int = Field(0, ge=0, description="after each update with a feedback gold, queue this many served replies "
+                      "for a person to read (versions/vN/to_read.jsonl): those the gold is least sure of, spread across "
+                      "prompts (labels/pick.py); their answers (`tether label ... --out DEPLOYMENT/labels.jsonl`) join "
+                      "the next refit. 0: none")
     continue_from_live: bool = Field(
         True, description="start each update from the serving version's adapter (online), or afresh from the base")
     lora_rank: int = Field(16, ge=1, description="LoRA rank r of a version's adapter")

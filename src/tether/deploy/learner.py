@@ -129,6 +129,8 @@ class Learner:
             jsonl.rewrite(building / "data.jsonl", [{"id": r["id"], "version": r["version"], "prompt": r["prompt"]}
                                                     for r in recent])
             gold = self._feedback_gold(building)
+            if gold is not None and config.learn.pick:
+                self._queue_picks(building, gold, name)
             if config.learn.pay == "feedback" and gold is None:
                 raise _Skip("waiting for feedback: the feedback gold needs more thumbs up and down")
             adapter = self._train(building, recent, parent, gold)
@@ -188,6 +190,25 @@ class Learner:
             self.store.event("feedback_gold_skipped", why=str(e))
             return None
         return save_gold(meta, building / "feedback_gold")
+
+    def _queue_picks(self, building: Path, gold: Path, name: str) -> None:
+        """versions/vN/to_read.jsonl: the served replies, not read yet, that the new feedback gold is least sure of."""
+        from tether.labels.items import read_items
+        from tether.labels.pick import pick
+
+        read = {(r["source"].get("prompt"), r["source"].get("completion")) for r in jsonl.read(self.store.path / "labels.jsonl")
+                if r.get("kind") == "label"}
+        pool = [i for i in read_items(self.store.path / "interactions.jsonl") if (i.prompt, i.completion) not in read]
+        if not pool:
+            return
+        chosen = pick(pool, self.config.learn.pick, "uncertain", gold, seed=self.config.seed,
+                      embedder=self.config.embedder, device=self.config.device)
+        jsonl.rewrite(building / "to_read.jsonl", [
+            {"id": i.source.get("id"), "version": i.source.get("version"), "prompt": i.prompt, "completion": i.completion,
+             "why": i.source["pick"]["why"], "p_yes": i.source["pick"]["p_yes"]} for i in chosen])
+        self.store.event("picked", version=name, replies=len(chosen), to_read=str(self.store.version_dir(name) / "to_read.jsonl"),
+                         label=f"tether label {self.store.version_dir(name) / 'to_read.jsonl'} --spec SPEC "
+                               f"--out {self.store.path / 'labels.jsonl'}")
 
     def _train(self, building: Path, recent: list[dict], parent: str, gold: Path | None) -> Path:
         """One online GRPO update with TRL (tune.run_tune) in building/train; returns the adapter folder."""
