@@ -74,3 +74,32 @@ def test_score_steps_writes_offsets_and_a_summary_and_refuses_bad_splitters(tmp_
     one_line_error(capsys, ["score", str(examples_dir / "cheerful.yaml"), str(texts), "--steps", "lines",
                             "--out", str(tmp_path / "x.csv")], "use a .jsonl file")
     assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("build", ["gemma", "llama"])
+def test_a_cache_grown_step_by_step_scores_as_judging_each_prefix_afresh(build, tiny_tokenizer, examples_dir):
+    from conftest import build_tiny_gemma, build_tiny_llama
+
+    from tether.judge.evaluator import Evaluator
+    from tether.judge.steps import constitution_scorer, score_steps
+
+    model = build_tiny_gemma(len(tiny_tokenizer), sliding_window=4096) if build == "gemma" else \
+        build_tiny_llama(len(tiny_tokenizer))
+    model.config.max_position_embeddings = 2048  # the few-shot prefix is ~540 tiny-tokenizer tokens
+    judge = Evaluator(model, str(examples_dir / "cheerful.yaml"), tokenizer=tiny_tokenizer, batch_size=3, debias=True)
+    prompts = ["The children went to the park.", "Grandma opened the box and", "It rained.", "A dog barked."]
+    completions = [" They played on the swings. The sun was warm. Then it rained!",
+                   " found a letter. It was from 1952, and it said: come home. She smiled.",
+                   " yes yes yes yes yes yes yes yes yes yes",  # one step
+                   "   "]  # no step
+    grown = score_steps(constitution_scorer(judge), prompts, completions, "re:\\S+\\s*", max_steps=6)
+    fresh = score_steps(lambda p, c: judge.score([a + b for a, b in zip(p, c)]).total(), prompts, completions,
+                        "re:\\S+\\s*", max_steps=6)
+    assert [len(s) for s in grown] == [6, 6, 6, 0] and [len(s) for s in fresh] == [6, 6, 6, 0]
+    for g, f in zip(grown, fresh):  # every step's score, debiased (two probes a principle), as read afresh
+        assert [s["score"] for s in g] == pytest.approx([s["score"] for s in f], abs=1e-4)
+    # a word merged across a cut (the prefix's trailing space joins the next word in the longer prefix) is
+    # read as the prefix alone tokenizes it: the stale cache positions are masked, not reused
+    texts = ["Once upon a time", "Once upon a time there"]
+    assert judge.score_prefixes(texts, [[5, 10, 16], [4, 9, 22]]).total() == pytest.approx(
+        judge.score(["Once ", "Once upon ", texts[0], "Once", "Once upon", texts[1]]).total(), abs=1e-4)

@@ -220,6 +220,109 @@ class Evaluator:
             unseen_mass=None if np.isnan(unseen).all() else unseen,
         )
 
+    @torch.inference_mode()
+    def score_prefixes(self, texts: Sequence[str], cuts: Sequence[Sequence[int]]) -> ScoreResult:
+        """`score([t[:c] for t, cs in zip(texts, cuts) for c in cs])`, each text's KV cache grown cut by cut.
+
+        Process supervision judges prefixes of one text (judge/steps.py): prefix k+1 starts with prefix k's
+        tokens, so only its new tokens and the question's tail run; the tail is then cropped from the cache.
+        Rows of a batch whose tokens diverge from what the cache holds (a token merged across a cut) have the
+        stale positions masked out, so each prefix is read exactly as `score` reads it. Falls back to `score`
+        when a prefix is truncated or the cache could outgrow the model's sliding window."""
+        flat = [t[:c] for t, cs in zip(texts, cuts) for c in cs]
+        if not flat:
+            raise TetherError("no texts to score")
+        encoded = [self._encode_text(t, i) for i, t in enumerate(flat)]
+        window = getattr(getattr(self.model, "config", None), "sliding_window", None)
+        longest = max(len(p.prefix_ids) + len(p.tail_ids) for p in self.probes) + max(len(ids) for ids, _ in encoded)
+        if any(excess or not ids for ids, excess in encoded) or (window and longest >= window):
+            return self.score(flat)
+        rows, start = [], 0  # per text: its prefixes' token lists and their flat indices
+        for cs in cuts:
+            rows.append([(start + k, list(encoded[start + k][0])) for k in range(len(cs))])
+            start += len(cs)
+        n, k = len(flat), len(self.constitution.principles)
+        lp_yes = {neg: np.full((n, k), np.nan) for neg in (False, True)}
+        lp_no = {neg: np.full((n, k), np.nan) for neg in (False, True)}
+        order = sorted((i for i in range(len(rows)) if rows[i]), key=lambda i: -len(rows[i][-1][1]))
+        try:
+            for probe_index, probe in enumerate(self.probes):
+                for b in range(0, len(order), self.batch_size):
+                    batch = [rows[i] for i in order[b: b + self.batch_size]]
+                    for index, logprobs in self._grown(probe_index, batch, window):
+                        lp_yes[probe.negated][index, probe.principle] = torch.logsumexp(logprobs[self.yes_ids], -1).item()
+                        lp_no[probe.negated][index, probe.principle] = torch.logsumexp(logprobs[self.no_ids], -1).item()
+        except _Outgrown:
+            return self.score(flat)
+        log_odds = lp_yes[False] - lp_no[False]
+        return ScoreResult(
+            constitution=self.constitution, texts=flat, log_odds=log_odds, p_yes=1 / (1 + np.exp(-log_odds)),
+            p_neither=1 - np.exp(lp_yes[False]) - np.exp(lp_no[False]), neg_log_odds=lp_yes[True] - lp_no[True],
+            neg_p_neither=1 - np.exp(lp_yes[True]) - np.exp(lp_no[True]), truncated_tokens=np.zeros(n, dtype=int),
+            unseen_mass=None)
+
+    def _grown(self, probe_index: int, batch: list[list[tuple[int, list[int]]]], window: int | None):
+        """Yield (flat index, log-probabilities at the answer slot) for every prefix of every text in the batch."""
+        cache, prefix_len = self._prefix_cache(probe_index)
+        tail = list(self.probes[probe_index].tail_ids)
+        device, b = self.device, len(batch)
+        cache = copy.deepcopy(cache) if cache is not None else None
+        if cache is not None:
+            cache.batch_repeat_interleave(b)
+        mask = torch.ones(b, prefix_len, dtype=torch.long, device=device)  # which cached positions each row sees
+        held = [[] for _ in range(b)]  # the text tokens each row's visible cache holds, in order
+        for step in range(max(len(r) for r in batch)):
+            targets = [r[step][1] if step < len(r) else held[j] for j, r in enumerate(batch)]
+            new = []
+            for j, target in enumerate(targets):
+                common = 0
+                while common < min(len(held[j]), len(target)) and held[j][common] == target[common]:
+                    common += 1
+                if common < len(held[j]):  # diverged: hide the stale positions from this row from now on
+                    visible = torch.nonzero(mask[j, prefix_len:]).flatten()
+                    mask[j, prefix_len + visible[common:]] = 0
+                    held[j] = held[j][:common]
+                new.append(target[common:])
+            width = max(len(x) for x in new)
+            if window and mask.shape[1] + width + len(tail) >= window:  # cropping past a sliding window loses tokens
+                raise _Outgrown
+            if width:
+                cache = self._extend(cache, mask, held, new, width, prefix_len)
+                mask = torch.cat([mask, torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in new],
+                                                     device=device)], dim=1)
+                for j, x in enumerate(new):
+                    held[j] = held[j] + x
+            logits = self._run(cache, [tail] * b, torch.cat([mask, torch.ones(b, len(tail), dtype=torch.long,
+                                                                              device=device)], dim=1),
+                               [prefix_len + len(h) for h in held], logits=True)
+            cache.crop(-len(tail))  # the question's tail off again (a negative count: the tokens removed)
+            for j, r in enumerate(batch):
+                if step < len(r):
+                    yield r[step][0], torch.log_softmax(logits[j].float(), dim=-1)
+
+    def _extend(self, cache, mask, held, new, width, prefix_len):
+        """The rows' new text tokens run into the cache (right-padded; pads are masked from then on)."""
+        rows = [x + [self.pad_id] * (width - len(x)) for x in new]
+        attention = torch.cat([mask, torch.tensor([[1] * width] * len(rows), device=self.device)], dim=1)
+        out = self._run(cache, rows, attention, [prefix_len + len(h) for h in held])
+        return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401
+
+    def _run(self, cache, rows, attention, starts, logits: bool = False):
+        """The rows run on top of `cache` (which grows): the model's output, or with `logits` each row's last logits."""
+        width = len(rows[0])
+        input_ids = torch.tensor(rows, device=self.device)
+        positions = torch.tensor(starts, device=self.device)[:, None] + torch.arange(width, device=self.device)[None, :]
+        if not logits:
+            return self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                              **{_cache_kwarg(self.model): cache}, use_cache=True, logits_to_keep=1)
+        if self._head_is_plain:
+            decoder = self.model.get_decoder()
+            hidden = decoder(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             **{_cache_kwarg(decoder): cache}, use_cache=True).last_hidden_state
+            return self._head(hidden[:, -1])
+        return self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                          **{_cache_kwarg(self.model): cache}, use_cache=True).logits[:, -1]
+
     # --- internals ----------------------------------------------------------------------
 
     def _encode_text(self, text: str, index: int) -> tuple[list[int], int]:
@@ -304,7 +407,10 @@ class Evaluator:
         return torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
 
 
-@functools.cache
+class _Outgrown(Exception):
+    """The grown cache would pass the model's sliding window: `score_prefixes` falls back to `score`."""
+
+
 @functools.cache
 def _cache_kwarg_of(forward) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"

@@ -25,10 +25,20 @@ Scorer = Callable[[list[str], list[str]], np.ndarray]
 
 
 def constitution_scorer(evaluator, include_prompt: bool = True) -> Scorer:
-    """(prompts, completions) -> the constitution's combined log-odds, the judge reading as in training."""
+    """(prompts, completions) -> the constitution's combined log-odds, the judge reading as in training.
+
+    Its `prefixes(prompts, completions, ends)` scores each completion's prefixes completion[:end] for every end,
+    growing one KV cache per completion (`Evaluator.score_prefixes`): what `score_steps` calls when it can."""
     def score(prompts: list[str], completions: list[str]) -> np.ndarray:
         return evaluator.score(judged_texts(prompts, completions, include_prompt)).total()
 
+    def prefixes(prompts: list[str], completions: list[str], ends: list[list[int]]) -> np.ndarray:
+        texts = judged_texts(prompts, completions, include_prompt)
+        lead = [len(t) - len(c) for t, c in zip(texts, judged_texts([""] * len(completions), completions, False))]
+        return evaluator.score_prefixes(texts, [[k + e for e in es] for k, es in zip(lead, ends)]).total()
+
+    if hasattr(evaluator, "score_prefixes"):  # a local judge (a served one scores whole texts only)
+        score.prefixes = prefixes
     return score
 
 
@@ -38,7 +48,13 @@ def score_steps(score: Scorer, prompts: Sequence[str], completions: Sequence[str
     steps = [split_steps(c, how, max_steps) for c in completions]
     flat_prompts = [p for p, s in zip(prompts, steps) for _ in s]
     prefixes = [c[: step.end] for c, s in zip(completions, steps) for step in s]
-    scores = np.asarray(score(flat_prompts, prefixes), dtype=float) if prefixes else np.zeros(0)
+    if not prefixes:
+        scores = np.zeros(0)
+    elif hasattr(score, "prefixes"):  # one cache grown along each completion, not k prefixes from scratch
+        scores = np.asarray(score.prefixes(list(prompts), list(completions), [[st.end for st in s] for s in steps]),
+                            dtype=float)
+    else:
+        scores = np.asarray(score(flat_prompts, prefixes), dtype=float)
     out, k = [], 0
     for s in steps:
         out.append([{**step.as_dict(), "score": float(scores[k + i])} for i, step in enumerate(s)])

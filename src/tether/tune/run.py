@@ -209,6 +209,10 @@ def reward_terms(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, 
 
         if config.process.judge is not None:  # a step gold, fitted to a reader's step labels
             step_judge = load_gold(GoldSpec.of(config, config.process.judge), inputs.step_judge, shared=parts.shared).score
+        elif not parts.reward.extra:  # the train judge alone: its cache grown along each completion's steps
+            from tether.judge.steps import constitution_scorer
+
+            step_judge = constitution_scorer(parts.reward.evaluator, parts.reward.include_prompt)
         else:  # the same judges, in a reward of its own: the monitors read parts.reward's last batch
             r = parts.reward
             step_judge = ConstitutionReward(r.evaluator, r.include_prompt, extra=r.extra, ensemble=r.ensemble,
