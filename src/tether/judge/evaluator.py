@@ -262,50 +262,49 @@ class Evaluator:
             unseen_mass=None)
 
     def _grown(self, probe_index: int, batch: list[list[tuple[int, list[int]]]], window: int | None):
-        """Yield (flat index, log-probabilities at the answer slot) for every prefix of every text in the batch."""
+        """Yield (flat index, log-probabilities at the answer slot) for every prefix of every text in the batch.
+
+        Each text's longest prefix runs once on top of the probe's cached prefix; then every prefix's question tail
+        runs in one batch, on that cache repeated once per prefix, each row seeing the text only up to where its
+        prefix's tokens agree with the longest one's (the rest of its tokens run before its tail)."""
         cache, prefix_len = self._prefix_cache(probe_index)
         tail = list(self.probes[probe_index].tail_ids)
-        device, b = self.device, len(batch)
+        device = self.device
+        texts = [r[-1][1] for r in batch]
+        width = max(len(t) for t in texts)
+        if window and prefix_len + width + width + len(tail) >= window:  # a repeated row may run its text again
+            raise _Outgrown
         cache = copy.deepcopy(cache) if cache is not None else None
         if cache is not None:
-            cache.batch_repeat_interleave(b)
-        mask = torch.ones(b, prefix_len, dtype=torch.long, device=device)  # which cached positions each row sees
-        held = [[] for _ in range(b)]  # the text tokens each row's visible cache holds, in order
-        for step in range(max(len(r) for r in batch)):
-            targets = [r[step][1] if step < len(r) else held[j] for j, r in enumerate(batch)]
-            new = []
-            for j, target in enumerate(targets):
+            cache.batch_repeat_interleave(len(batch))
+        text_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in texts], device=device)
+        ones = torch.ones(len(batch), prefix_len, dtype=torch.long, device=device)
+        out = self._run(cache, [t + [self.pad_id] * (width - len(t)) for t in texts], torch.cat([ones, text_mask], 1),
+                        [prefix_len] * len(batch))
+        cache = out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401
+        steps = max(len(r) for r in batch)
+        rows, seen, starts, index = [], [], [], []
+        for j, r in enumerate(batch):
+            for k in range(steps):
+                ids = r[k][1] if k < len(r) else texts[j]
                 common = 0
-                while common < min(len(held[j]), len(target)) and held[j][common] == target[common]:
+                while common < min(len(ids), len(texts[j])) and ids[common] == texts[j][common]:
                     common += 1
-                if common < len(held[j]):  # diverged: hide the stale positions from this row from now on
-                    visible = torch.nonzero(mask[j, prefix_len:]).flatten()
-                    mask[j, prefix_len + visible[common:]] = 0
-                    held[j] = held[j][:common]
-                new.append(target[common:])
-            width = max(len(x) for x in new)
-            if window and mask.shape[1] + width + len(tail) >= window:  # cropping past a sliding window loses tokens
-                raise _Outgrown
-            if width:
-                cache = self._extend(cache, mask, held, new, width, prefix_len)
-                mask = torch.cat([mask, torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in new],
-                                                     device=device)], dim=1)
-                for j, x in enumerate(new):
-                    held[j] = held[j] + x
-            logits = self._run(cache, [tail] * b, torch.cat([mask, torch.ones(b, len(tail), dtype=torch.long,
-                                                                              device=device)], dim=1),
-                               [prefix_len + len(h) for h in held], logits=True)
-            cache.crop(-len(tail))  # the question's tail off again (a negative count: the tokens removed)
-            for j, r in enumerate(batch):
-                if step < len(r):
-                    yield r[step][0], torch.log_softmax(logits[j].float(), dim=-1)
-
-    def _extend(self, cache, mask, held, new, width, prefix_len):
-        """The rows' new text tokens run into the cache (right-padded; pads are masked from then on)."""
-        rows = [x + [self.pad_id] * (width - len(x)) for x in new]
-        attention = torch.cat([mask, torch.tensor([[1] * width] * len(rows), device=self.device)], dim=1)
-        out = self._run(cache, rows, attention, [prefix_len + len(h) for h in held])
-        return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401
+                rows.append(ids[common:] + tail)
+                seen.append([1] * common + [0] * (width - common))
+                starts.append(prefix_len + common)
+                index.append(r[k][0] if k < len(r) else None)
+        cache.batch_repeat_interleave(steps)  # row j*steps + k: text j's k-th prefix
+        longest = max(len(x) for x in rows)
+        padded = [[self.pad_id] * (longest - len(x)) + x for x in rows]  # left-padded: every answer slot is last
+        pads = [[0] * (longest - len(x)) + [1] * len(x) for x in rows]
+        attention = torch.cat([torch.ones(len(rows), prefix_len, dtype=torch.long, device=device),
+                               torch.tensor(seen, device=device), torch.tensor(pads, device=device)], dim=1)
+        starts = [s - (longest - len(x)) for s, x in zip(starts, rows)]  # so each real token keeps its position
+        logits = self._run(cache, padded, attention, starts, logits=True)
+        for row, i in enumerate(index):
+            if i is not None:
+                yield i, torch.log_softmax(logits[row].float(), dim=-1)
 
     def _run(self, cache, rows, attention, starts, logits: bool = False):
         """The rows run on top of `cache` (which grows): the model's output, or with `logits` each row's last logits."""
