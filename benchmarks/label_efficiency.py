@@ -159,7 +159,7 @@ def main(argv=None) -> int:
               "curve": {w: {n: summary(v) for n, v in by.items()} for w, by in runs.items()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    lines = [f"| labels | random: test AUC [95% CI] (yes among them) | picked (uncertain) | picked minus random |",
+    lines = ["| labels | random: test AUC [95% CI] (yes among them) | picked (uncertain) | picked minus random |",
              "|---|---|---|---|"]
     for n in sizes:
         r, p = result["curve"]["random"][n], result["curve"]["picked"][n]

@@ -8,7 +8,7 @@ the base model's own continuations of the held-out openings (examples/prompts_he
 most 8 steps of 6 tokens' worth of words each (`re:` steps), so every completion has 8 steps. Whole:
 `Evaluator.score` on prompt + completion. Steps, afresh: `judge.steps.score_steps` with a plain scorer (prompt +
 steps 1..k judged from scratch for each k, one call). Steps, grown: the same with `constitution_scorer`, whose
-cache grows along each completion (`Evaluator.score_prefixes`: only each step's new tokens and the question's
+cache grows along each completion (`judge/prefixes.py`: only each step's new tokens and the question's
 tail run). All three are timed in turn, round after round, in one process; the figures are ratios of the
 medians. Target (issue 26): steps <= 2x whole. `--constitution` picks the judge (the question-first template of
 examples/cheerful_question_first.yaml has a 3-token tail, cheerful.yaml's a whole question).

@@ -101,5 +101,7 @@ def test_a_cache_grown_step_by_step_scores_as_judging_each_prefix_afresh(build, 
     # a word merged across a cut (the prefix's trailing space joins the next word in the longer prefix) is
     # read as the prefix alone tokenizes it: the stale cache positions are masked, not reused
     texts = ["Once upon a time", "Once upon a time there"]
-    assert judge.score_prefixes(texts, [[5, 10, 16], [4, 9, 22]]).total() == pytest.approx(
+    from tether.judge.prefixes import score_prefixes
+
+    assert score_prefixes(judge, texts, [[5, 10, 16], [4, 9, 22]]).total() == pytest.approx(
         judge.score(["Once ", "Once upon ", texts[0], "Once", "Once upon", texts[1]]).total(), abs=1e-4)

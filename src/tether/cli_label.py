@@ -46,7 +46,7 @@ def label_command(sources: list[str], out: Path | None, spec: Path | None, mode:
     serve(session, port=port, open_browser=open_browser)
 
 
-def _list(sources: list[str], choice: Choice) -> None:
+def _list(sources: list[str], choice) -> None:
     from tether.labels.items import read_items
 
     items = [i for s in sources for i in read_items(s)]

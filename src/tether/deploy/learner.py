@@ -31,6 +31,7 @@ from tether.deploy.store import MARKER, Store, now
 from tether.errors import TetherError
 from tether.infra import atomic, jsonl, progress
 from tether.infra.texts import plain_text
+from tether.labels.pick import pick_unread
 
 
 def load_deployment(folder: str | Path) -> tuple[DeployConfig, Store]:
@@ -193,22 +194,12 @@ class Learner:
 
     def _queue_picks(self, building: Path, gold: Path, name: str) -> None:
         """versions/vN/to_read.jsonl: the served replies, not read yet, that the new feedback gold is least sure of."""
-        from tether.labels.items import read_items
-        from tether.labels.pick import pick
-
-        read = {(r["source"].get("prompt"), r["source"].get("completion")) for r in jsonl.read(self.store.path / "labels.jsonl")
-                if r.get("kind") == "label"}
-        pool = [i for i in read_items(self.store.path / "interactions.jsonl") if (i.prompt, i.completion) not in read]
-        if not pool:
-            return
-        chosen = pick(pool, self.config.learn.pick, "uncertain", gold, seed=self.config.seed,
-                      embedder=self.config.embedder, device=self.config.device)
-        jsonl.rewrite(building / "to_read.jsonl", [
-            {"id": i.source.get("id"), "version": i.source.get("version"), "prompt": i.prompt, "completion": i.completion,
-             "why": i.source["pick"]["why"], "p_yes": i.source["pick"]["p_yes"]} for i in chosen])
-        self.store.event("picked", version=name, replies=len(chosen), to_read=str(self.store.version_dir(name) / "to_read.jsonl"),
-                         label=f"tether label {self.store.version_dir(name) / 'to_read.jsonl'} --spec SPEC "
-                               f"--out {self.store.path / 'labels.jsonl'}")
+        path, labels = self.store.version_dir(name) / "to_read.jsonl", self.store.path / "labels.jsonl"
+        chosen = pick_unread(self.store.path / "interactions.jsonl", labels, self.config.learn.pick, gold,
+                             seed=self.config.seed, embedder=self.config.embedder, device=self.config.device)
+        jsonl.rewrite(building / "to_read.jsonl", [{"id": i.source.get("id"), "version": i.source.get("version"),
+                      "prompt": i.prompt, "completion": i.completion, **i.source["pick"]} for i in chosen])
+        self.store.event("picked", version=name, replies=len(chosen), label=f"tether label {path} --spec SPEC --out {labels}")
 
     def _train(self, building: Path, recent: list[dict], parent: str, gold: Path | None) -> Path:
         """One online GRPO update with TRL (tune.run_tune) in building/train; returns the adapter folder."""

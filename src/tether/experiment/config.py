@@ -82,6 +82,9 @@ class Registration(BaseModel):
     analysis: str = Field(description="how the measures will be compared: the test, the intervals, corrections")
 
 
+QUESTIONS = ("on_task", "cheerful", "fluent", "good")  # a reading's default questions: examples/labels_reading.yaml's
+
+
 class Reading(BaseModel):
     """How `--read` builds the blind reading's batches (experiment/reading.py)."""
 
@@ -216,7 +219,6 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> ExperimentCo
 
 def _reading(path: str | Path, reading: Reading) -> Reading:
     """The reading's spec read against the config's folder, and its questions checked: `good`, and `among`."""
-    from tether.experiment.reading import QUESTIONS
     from tether.labels.spec import load_spec
 
     questions = list(QUESTIONS)

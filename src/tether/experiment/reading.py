@@ -24,10 +24,10 @@ import random
 from pathlib import Path
 
 from tether.errors import TetherError
-from tether.experiment.config import ExperimentConfig
+from tether.experiment.config import QUESTIONS, ExperimentConfig
 from tether.infra import atomic, jsonl
 
-QUESTIONS = ("on_task", "cheerful", "fluent", "good")  # the default: examples/labels_reading.yaml's
+__all__ = ["QUESTIONS", "build", "folder", "questions", "take_answers"]
 
 
 def questions(config: ExperimentConfig) -> tuple[str, ...]:

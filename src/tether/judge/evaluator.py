@@ -220,108 +220,6 @@ class Evaluator:
             unseen_mass=None if np.isnan(unseen).all() else unseen,
         )
 
-    @torch.inference_mode()
-    def score_prefixes(self, texts: Sequence[str], cuts: Sequence[Sequence[int]]) -> ScoreResult:
-        """`score([t[:c] for t, cs in zip(texts, cuts) for c in cs])`, each text's KV cache grown cut by cut.
-
-        Process supervision judges prefixes of one text (judge/steps.py): prefix k+1 starts with prefix k's
-        tokens, so only its new tokens and the question's tail run; the tail is then cropped from the cache.
-        Rows of a batch whose tokens diverge from what the cache holds (a token merged across a cut) have the
-        stale positions masked out, so each prefix is read exactly as `score` reads it. Falls back to `score`
-        when a prefix is truncated or the cache could outgrow the model's sliding window."""
-        flat = [t[:c] for t, cs in zip(texts, cuts) for c in cs]
-        if not flat:
-            raise TetherError("no texts to score")
-        encoded = [self._encode_text(t, i) for i, t in enumerate(flat)]
-        window = getattr(getattr(self.model, "config", None), "sliding_window", None)
-        longest = max(len(p.prefix_ids) + len(p.tail_ids) for p in self.probes) + max(len(ids) for ids, _ in encoded)
-        if any(excess or not ids for ids, excess in encoded) or (window and longest >= window):
-            return self.score(flat)
-        rows, start = [], 0  # per text: its prefixes' token lists and their flat indices
-        for cs in cuts:
-            rows.append([(start + k, list(encoded[start + k][0])) for k in range(len(cs))])
-            start += len(cs)
-        n, k = len(flat), len(self.constitution.principles)
-        lp_yes = {neg: np.full((n, k), np.nan) for neg in (False, True)}
-        lp_no = {neg: np.full((n, k), np.nan) for neg in (False, True)}
-        order = sorted((i for i in range(len(rows)) if rows[i]), key=lambda i: -len(rows[i][-1][1]))
-        try:
-            for probe_index, probe in enumerate(self.probes):
-                for b in range(0, len(order), self.batch_size):
-                    batch = [rows[i] for i in order[b: b + self.batch_size]]
-                    for index, logprobs in self._grown(probe_index, batch, window):
-                        lp_yes[probe.negated][index, probe.principle] = torch.logsumexp(logprobs[self.yes_ids], -1).item()
-                        lp_no[probe.negated][index, probe.principle] = torch.logsumexp(logprobs[self.no_ids], -1).item()
-        except _Outgrown:
-            return self.score(flat)
-        log_odds = lp_yes[False] - lp_no[False]
-        return ScoreResult(
-            constitution=self.constitution, texts=flat, log_odds=log_odds, p_yes=1 / (1 + np.exp(-log_odds)),
-            p_neither=1 - np.exp(lp_yes[False]) - np.exp(lp_no[False]), neg_log_odds=lp_yes[True] - lp_no[True],
-            neg_p_neither=1 - np.exp(lp_yes[True]) - np.exp(lp_no[True]), truncated_tokens=np.zeros(n, dtype=int),
-            unseen_mass=None)
-
-    def _grown(self, probe_index: int, batch: list[list[tuple[int, list[int]]]], window: int | None):
-        """Yield (flat index, log-probabilities at the answer slot) for every prefix of every text in the batch.
-
-        Each text's longest prefix runs once on top of the probe's cached prefix; then every prefix's question tail
-        runs in one batch, on that cache repeated once per prefix, each row seeing the text only up to where its
-        prefix's tokens agree with the longest one's (the rest of its tokens run before its tail)."""
-        cache, prefix_len = self._prefix_cache(probe_index)
-        tail = list(self.probes[probe_index].tail_ids)
-        device = self.device
-        texts = [r[-1][1] for r in batch]
-        width = max(len(t) for t in texts)
-        if window and prefix_len + width + width + len(tail) >= window:  # a repeated row may run its text again
-            raise _Outgrown
-        cache = copy.deepcopy(cache) if cache is not None else None
-        if cache is not None:
-            cache.batch_repeat_interleave(len(batch))
-        text_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in texts], device=device)
-        ones = torch.ones(len(batch), prefix_len, dtype=torch.long, device=device)
-        out = self._run(cache, [t + [self.pad_id] * (width - len(t)) for t in texts], torch.cat([ones, text_mask], 1),
-                        [prefix_len] * len(batch))
-        cache = out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401
-        steps = max(len(r) for r in batch)
-        rows, seen, starts, index = [], [], [], []
-        for j, r in enumerate(batch):
-            for k in range(steps):
-                ids = r[k][1] if k < len(r) else texts[j]
-                common = 0
-                while common < min(len(ids), len(texts[j])) and ids[common] == texts[j][common]:
-                    common += 1
-                rows.append(ids[common:] + tail)
-                seen.append([1] * common + [0] * (width - common))
-                starts.append(prefix_len + common)
-                index.append(r[k][0] if k < len(r) else None)
-        cache.batch_repeat_interleave(steps)  # row j*steps + k: text j's k-th prefix
-        longest = max(len(x) for x in rows)
-        padded = [[self.pad_id] * (longest - len(x)) + x for x in rows]  # left-padded: every answer slot is last
-        pads = [[0] * (longest - len(x)) + [1] * len(x) for x in rows]
-        attention = torch.cat([torch.ones(len(rows), prefix_len, dtype=torch.long, device=device),
-                               torch.tensor(seen, device=device), torch.tensor(pads, device=device)], dim=1)
-        starts = [s - (longest - len(x)) for s, x in zip(starts, rows)]  # so each real token keeps its position
-        logits = self._run(cache, padded, attention, starts, logits=True)
-        for row, i in enumerate(index):
-            if i is not None:
-                yield i, torch.log_softmax(logits[row].float(), dim=-1)
-
-    def _run(self, cache, rows, attention, starts, logits: bool = False):
-        """The rows run on top of `cache` (which grows): the model's output, or with `logits` each row's last logits."""
-        width = len(rows[0])
-        input_ids = torch.tensor(rows, device=self.device)
-        positions = torch.tensor(starts, device=self.device)[:, None] + torch.arange(width, device=self.device)[None, :]
-        if not logits:
-            return self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                              **{_cache_kwarg(self.model): cache}, use_cache=True, logits_to_keep=1)
-        if self._head_is_plain:
-            decoder = self.model.get_decoder()
-            hidden = decoder(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             **{_cache_kwarg(decoder): cache}, use_cache=True).last_hidden_state
-            return self._head(hidden[:, -1])
-        return self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                          **{_cache_kwarg(self.model): cache}, use_cache=True).logits[:, -1]
-
     # --- internals ----------------------------------------------------------------------
 
     def _encode_text(self, text: str, index: int) -> tuple[list[int], int]:
@@ -404,10 +302,6 @@ class Evaluator:
         except (AttributeError, TypeError, NotImplementedError):
             return False
         return torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
-
-
-class _Outgrown(Exception):
-    """The grown cache would pass the model's sliding window: `score_prefixes` falls back to `score`."""
 
 
 @functools.cache

@@ -20,6 +20,8 @@ import numpy as np
 
 from tether.infra.steps import split_steps
 from tether.infra.texts import judged_texts
+from tether.judge.evaluator import Evaluator
+from tether.judge.prefixes import score_prefixes
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
 
@@ -28,16 +30,16 @@ def constitution_scorer(evaluator, include_prompt: bool = True) -> Scorer:
     """(prompts, completions) -> the constitution's combined log-odds, the judge reading as in training.
 
     Its `prefixes(prompts, completions, ends)` scores each completion's prefixes completion[:end] for every end,
-    growing one KV cache per completion (`Evaluator.score_prefixes`): what `score_steps` calls when it can."""
+    growing one KV cache per completion (judge/prefixes.py): what `score_steps` calls when it can."""
     def score(prompts: list[str], completions: list[str]) -> np.ndarray:
         return evaluator.score(judged_texts(prompts, completions, include_prompt)).total()
 
     def prefixes(prompts: list[str], completions: list[str], ends: list[list[int]]) -> np.ndarray:
         texts = judged_texts(prompts, completions, include_prompt)
         lead = [len(t) - len(c) for t, c in zip(texts, judged_texts([""] * len(completions), completions, False))]
-        return evaluator.score_prefixes(texts, [[k + e for e in es] for k, es in zip(lead, ends)]).total()
+        return score_prefixes(evaluator, texts, [[k + e for e in es] for k, es in zip(lead, ends)]).total()
 
-    if hasattr(evaluator, "score_prefixes"):  # a local judge (a served one scores whole texts only)
+    if isinstance(evaluator, Evaluator):  # a local judge (a served one scores whole texts only)
         score.prefixes = prefixes
     return score
 

@@ -131,3 +131,12 @@ def _spread(items: list[Item], order: list[int], n: int, similar: float, embedde
         if len(chosen) < n and k not in chosen:
             chosen.append(k)
     return chosen
+
+
+def pick_unread(pool: Path, labels: Path, n: int, gold: Path, **options) -> list[Item]:
+    """`pick(..., "uncertain", gold)` over the pool file's samples whose text no label in `labels` holds yet."""
+    from tether.labels.items import read_items
+
+    read = {(r["source"].get("prompt"), r["source"].get("completion")) for r in jsonl.read(labels) if r.get("kind") == "label"}
+    unread = [i for i in read_items(pool) if (i.prompt, i.completion) not in read]
+    return pick(unread, n, "uncertain", gold, **options) if unread else []

@@ -67,3 +67,18 @@ class ProcessReward:
         self.last_values = np.array([np.mean([s["score"] for s in steps]) if steps else 0.0 for steps in self.last_steps])
         self.last_seconds = time.perf_counter() - start
         return [float(v) for v in self.last_values]
+
+
+def step_scorer(reward, gold=None):
+    """The step judge of a run: its step gold (`process.judge`, loaded), or the train judge alone with its cache grown
+    along each completion (judge/steps.py), or, with more judges, all of them as the outcome reward combines them."""
+    if gold is not None:
+        return gold.score
+    if not reward.extra:
+        from tether.judge.steps import constitution_scorer
+
+        return constitution_scorer(reward.evaluator, reward.include_prompt)
+    from tether.rewards.constitution import ConstitutionReward
+
+    return ConstitutionReward(reward.evaluator, reward.include_prompt, extra=reward.extra, ensemble=reward.ensemble,
+                              ensemble_lambda=reward.ensemble_lambda).raw  # its own: the monitors read the outcome's

@@ -205,19 +205,10 @@ def reward_terms(config: TuneConfig, inputs: Inputs, parts: Parts, run: RunDir, 
 
             callbacks.append(RefitCallback(terms[-1].function, config, run))
     if config.reward_mode != "outcome":  # each step judged blind to what follows (rewards/process.py)
-        from tether.rewards.process import ProcessReward
+        from tether.rewards.process import ProcessReward, step_scorer
 
-        if config.process.judge is not None:  # a step gold, fitted to a reader's step labels
-            step_judge = load_gold(GoldSpec.of(config, config.process.judge), inputs.step_judge, shared=parts.shared).score
-        elif not parts.reward.extra:  # the train judge alone: its cache grown along each completion's steps
-            from tether.judge.steps import constitution_scorer
-
-            step_judge = constitution_scorer(parts.reward.evaluator, parts.reward.include_prompt)
-        else:  # the same judges, in a reward of its own: the monitors read parts.reward's last batch
-            r = parts.reward
-            step_judge = ConstitutionReward(r.evaluator, r.include_prompt, extra=r.extra, ensemble=r.ensemble,
-                                            ensemble_lambda=r.ensemble_lambda).raw
-        terms.append(RewardTerm("process", 0.0, ProcessReward(step_judge, config.process)))  # paid per token, not here
+        gold = load_gold(GoldSpec.of(config, config.process.judge), inputs.step_judge, shared=parts.shared)
+        terms.append(RewardTerm("process", 0.0, ProcessReward(step_scorer(parts.reward, gold), config.process)))
     if config.passage_weight:  # the source text's "embedding of an objective" (rewards/passage.py)
         from tether.rewards.passage import PassageReward
 
