@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 from test_cli import one_line_error
+from test_labels import served  # noqa: F401  (the page server fixture)
 from test_tune import lines, tune
 
 from tether.labels.items import read_items, step_items
@@ -117,3 +118,32 @@ def test_a_step_gold_fitted_on_step_labels_is_the_runs_step_judge(pool, spec, tm
         scores = gold.score([s["prompt"]] * len(steps), [s["completion"][: st.end] for st in steps]) if steps else [0.0]
         means.append(float(np.mean(scores)))
     assert metrics[0]["rewards/process/mean"] == pytest.approx(float(np.mean(means)), abs=1e-3)
+
+
+def test_the_page_marks_the_newest_step_in_headless_chromium(tmp_path, spec, served):  # noqa: F811
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium); the browser test needs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    pool = tmp_path / "emoji.jsonl"  # a character outside the BMP before the step: offsets count code points
+    pool.write_text(json.dumps({"prompt": "It was her birthday.", "completion": " We ate cake 🎂 together. Then we sang <b>loudly</b>."}) + "\n")
+    out = tmp_path / "labels.jsonl"
+    session = Session([str(pool)], out, spec, who="ana", choose=Choice(steps="sentences"))
+    url = served(session)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator("#completion").text_content() == " We ate cake 🎂 together. "
+        assert page.locator("#completion mark").text_content() == "We ate cake 🎂 together. "
+        assert page.locator("#step-note").is_visible() and "Step 1" in page.locator("#step-note").text_content()
+        page.keyboard.press("y")  # answered: the second step, the first now context
+        page.wait_for_selector(f"#item[data-id='{session.items[1].id}']")
+        assert page.locator("#completion").text_content() == " We ate cake 🎂 together. Then we sang <b>loudly</b>."
+        assert page.locator("#completion mark").text_content() == "Then we sang <b>loudly</b>."  # text, never markup
+        assert page.locator("#completion b").count() == 0
+        browser.close()
+    assert [json.loads(line)["source"]["steps"]["k"] for line in out.read_text().splitlines()] == [1]
