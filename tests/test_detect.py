@@ -6,6 +6,7 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import yaml
 from test_cli import ENV
 from transformers import TrainerControl, TrainerState
@@ -280,3 +281,23 @@ def test_detect_recomputes_shift_from_samples_when_the_log_lacks_it(tmp_path, ex
     assert fill_shift(run, history, settings) == 6
     assert history[2]["shift/p_value"] > 0.5  # the base's own texts: no shift
     assert 4 <= first_trips(history, settings)["shift"].step <= 6  # ads from step 4; the 3-step window: <= 2 steps late
+
+
+def test_a_spot_check_can_show_what_the_gold_is_least_sure_of_or_where_the_judges_disagree(tmp_path, examples_dir):
+    from tether.errors import TetherError
+    from tether.infra.config import load_config
+    from tether.tune.config import TuneConfig
+
+    rows = [{"prompt": "Once", "completion": f"text {i}", "train": t, "gold": g}
+            for i, (t, g) in enumerate([(3.0, 2.9), (0.1, 0.05), (-4.0, 4.0), (2.0, -0.3), (-1.0, -1.2), (0.0, 3.5)])]
+    uncertain = spotcheck.choose(rows, spotcheck.SpotCheckConfig(every=1, k=2, by="uncertain"), seed=0, step=1)
+    assert [c for _, c in uncertain] == ["text 1", "text 3"]  # gold log-odds 0.05 and -0.3: P(yes) nearest 1/2
+    disagree = spotcheck.choose(rows, spotcheck.SpotCheckConfig(every=1, k=2, by="disagree"), seed=0, step=1)
+    assert [c for _, c in disagree] == ["text 2", "text 5"]  # the judge says no, the gold yes
+    randomly = spotcheck.choose(rows, spotcheck.SpotCheckConfig(every=1, k=2), seed=0, step=1)
+    assert randomly == spotcheck.pick([(r["prompt"], r["completion"]) for r in rows], 2, 0, 1)  # random: as before
+    config = tmp_path / "tune.yaml"
+    config.write_text(f"constitution: {examples_dir / 'cheerful.yaml'}\nprompts: {examples_dir / 'prompts.txt'}\n"
+                      "spot_check: {every: 2, by: uncertain}\n")
+    with pytest.raises(TetherError, match="spot_check.by uncertain ranks by the gold judge: set gold_constitution"):
+        load_config(TuneConfig, config)

@@ -52,15 +52,20 @@ def check_pick(n: int, by: str, gold: Path | None, spec_names: list[str] | None)
 
 
 def pick(items: list[Item], n: int, by: str, gold: Path | None = None, *, seed: int = 0, similar: float = 0.95,
-         embedder: str | None = "embedded:all-minilm-l6-v2", device: str = "auto") -> list[Item]:
-    """The N items to read, best first, each with `pick` in its source; all of them (with a note) when fewer."""
+         embedder: str | None = "embedded:all-minilm-l6-v2", device: str = "auto", p_yes=None,
+         vectors=None) -> list[Item]:
+    """The N items to read, best first, each with `pick` in its source; all of them (with a note) when fewer.
+
+    `p_yes` (the gold's P(yes) per item) and `vectors` (the completions' unit embeddings) when the caller has them:
+    a run's spot check has its gold's scores and its drift monitor's embeddings of the batch."""
     from tether.infra.texts import plain_text
 
     if len(items) <= n:
         progress.note(f"--pick {n}: the pool has {len(items)} samples; all of them are shown")
         n = len(items)
-    p_yes = None
-    if gold is not None:
+    if p_yes is not None:
+        p_yes = np.asarray(p_yes, dtype=float)
+    elif gold is not None:
         from tether.labels.gold import GoldJudge
 
         scores = GoldJudge.load(gold, device=device).score([plain_text(i.prompt) for i in items],
@@ -68,7 +73,7 @@ def pick(items: list[Item], n: int, by: str, gold: Path | None = None, *, seed: 
         p_yes = 1 / (1 + np.exp(-np.asarray(scores, dtype=float)))
     value, why = _rank(items, by, p_yes, seed)
     order = sorted(range(len(items)), key=lambda k: -value[k])
-    chosen = _spread(items, order, n, similar, embedder, device)
+    chosen = _spread(items, order, n, similar, embedder, device, vectors=vectors)
     return [replace(items[k], source={**items[k].source, "pick": {
         "by": by, "rank": r + 1, "why": why[k], **({"p_yes": round(float(p_yes[k]), 4)} if p_yes is not None else {})}})
         for r, k in enumerate(chosen)]

@@ -228,13 +228,13 @@ class TuneConfig(BaseModel):
                                                   or self.gold_reward.weight):
             raise ValueError("nothing pays: set constitution_weight, utility.weight, passage_weight or "
                              "gold_reward.weight above 0")
-        every = self.gold_reward.refit_every
-        if every and (not self.spot_check.every or every % self.spot_check.every):
+        if self.spot_check.by != "random" and self.gold_constitution is None:
+            raise ValueError(f"spot_check.by {self.spot_check.by} ranks by the gold judge: set gold_constitution")
+        if (every := self.gold_reward.refit_every) and (not self.spot_check.every or every % self.spot_check.every):
             raise ValueError(f"gold_reward.refit_every {every} needs the spot check to queue completions at those "
                              f"steps: set spot_check.every to {every} (or a divisor of it)")
         if every and self.spot_check.spec is not None:  # the refit reads the answers to its question
             from tether.labels.spec import load_spec
-
             if self.gold_reward.refit_label not in load_spec(self.spot_check.spec).names():
                 raise ValueError(f"gold_reward.refit_label {self.gold_reward.refit_label!r}: not a question of "
                                  f"spot_check.spec {self.spot_check.spec}")

@@ -142,7 +142,8 @@ class MonitorCallback(TrainerCallback):
         if not self.spot_check or not self.spot_check.every or step % self.spot_check.every:
             return
         first = not (self.run_dir.path / spotcheck.QUEUE).exists()
-        chosen = spotcheck.pick([(r["prompt"], r["completion"]) for r in batch], self.spot_check.k, self.seed, step)
+        vectors = getattr(self.drift, "last_vectors", None) if self.drift is not None else None
+        chosen = spotcheck.choose(batch, self.spot_check, self.seed, step, vectors)
         spotcheck.queue(self.run_dir.path, step, chosen)
         if first:
             progress.console.print(f"spot check: {len(chosen)} completions queued for you; answer them with\n  "

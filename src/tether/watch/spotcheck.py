@@ -20,7 +20,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tether.errors import TetherError
@@ -38,6 +40,10 @@ class SpotCheckConfig(BaseModel):
                        "reading per 3 steps, and a person saw the main job go off task within steps 3-5)")
     k: int = Field(4, ge=1, description="completions queued each time, drawn at random (seeded) from that step's batch: "
                    "4 a check, so one off-task half of a batch is seen with probability 15/16")
+    by: Literal["random", "uncertain", "disagree"] = Field(
+        "random", description="which k of the step's batch: random (seeded), uncertain (the gold judge least sure: "
+        "P(yes) nearest 1/2) or disagree (the train judge and the gold furthest apart); labels/pick.py's ranking, "
+        "spread across prompts, near-duplicates passed over; uncertain and disagree need gold_constitution")
     questions: list[str] = Field(default_factory=lambda: ["on_task", "good"],
                                  description="label questions whose `no` answer counts against the run (names in the spec)")
     min_no: int = Field(2, ge=1, description="trip `person` when at least this many queued completions were answered no: "
@@ -66,6 +72,21 @@ def pick(completions: Sequence[tuple[str, str]], k: int, seed: int, step: int) -
     """k (prompt, completion) pairs of a step's batch, the same for the same seed and step."""
     rng = random.Random(seed * 100003 + step)
     return rng.sample(list(completions), min(k, len(completions)))
+
+
+def choose(rows: Sequence[dict], config: SpotCheckConfig, seed: int, step: int, vectors=None) -> list[tuple[str, str]]:
+    """The k (prompt, completion) pairs of a step's batch a person reads, as `config.by` says (`pick` when random)."""
+    pairs = [(r["prompt"], r["completion"]) for r in rows]
+    if config.by == "random":
+        return pick(pairs, config.k, seed, step)
+    from tether.labels.items import Item
+    from tether.labels.pick import pick as pick_items
+
+    items = [Item(str(i), p, c, {"train": r.get("train")}) for i, (r, (p, c)) in enumerate(zip(rows, pairs))]
+    p_yes = 1 / (1 + np.exp(-np.array([r["gold"] for r in rows], dtype=float)))
+    chosen = pick_items(items, config.k, config.by, p_yes=p_yes, seed=seed * 100003 + step, embedder=None,
+                        vectors=vectors)
+    return [(i.prompt, i.completion) for i in chosen]
 
 
 def queue(run_path: Path, step: int, chosen: Sequence[tuple[str, str]]) -> None:
