@@ -33,9 +33,8 @@ def score_prefixes(ev, texts: Sequence[str], cuts: Sequence[Sequence[int]]) -> S
     if not flat:
         raise TetherError("no texts to score")
     encoded = [ev._encode_text(t, i) for i, t in enumerate(flat)]
-    window = getattr(getattr(ev.model, "config", None), "sliding_window", None)
-    longest = max(len(p.prefix_ids) + len(p.tail_ids) for p in ev.probes) + max(len(ids) for ids, _ in encoded)
-    if any(excess or not ids for ids, excess in encoded) or (window and longest >= window):
+    window = getattr(getattr(ev.model, "config", None), "sliding_window", None)  # _grown checks it, batch by batch
+    if any(excess or not ids for ids, excess in encoded):
         return ev.score(flat)
     rows, start = [], 0  # per text: its prefixes' token lists and their flat indices
     for cs in cuts:
